@@ -16,6 +16,18 @@ from .errors import (
 
 __version__ = "0.1.0"
 
+_LAZY = {"quantize": "pipeline", "calibrate": "pipeline", "export": "pipeline", "evaluate": "eval.classify"}
+
+
+def __getattr__(name: str):
+    """``quantize``/``evaluate`` import torch and onnxruntime: load them on first use only."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "AquantError",
     "BorderConfig",
@@ -28,4 +40,8 @@ __all__ = [
     "ReconConfig",
     "RuntimeLibraryError",
     "UnsupportedModelError",
+    "calibrate",
+    "evaluate",
+    "export",
+    "quantize",
 ]

@@ -176,3 +176,31 @@ class QuantConfig:
         if unknown:
             raise ConfigError(f"Unknown configuration keys: {', '.join(sorted(unknown))}.")
         return cls(**data)
+
+
+# Flat option names (CLI flags and ``quantize(**options)``) of the nested config fields.
+_NESTED_OPTIONS = {
+    **{f.name: ("recon", f.name) for f in dataclasses.fields(ReconConfig)},
+    "border": ("border", "shape"),
+    "border_granularity": ("border", "granularity"),
+    "border_fusion": ("border", "fusion"),
+    "border_op": ("export", "border_op"),
+}
+
+
+def with_options(config: QuantConfig, **options: Any) -> QuantConfig:
+    """A copy of ``config`` with flat options applied (``None`` values are ignored), e.g.
+    ``with_options(cfg, w_bits=2, iters=2000, border="linear")``; validated again."""
+    top = {f.name for f in dataclasses.fields(QuantConfig)}
+    data = config.to_dict()
+    for key, value in options.items():
+        if value is None:
+            continue
+        if key in top and key not in ("recon", "border", "export"):
+            data[key] = value
+        elif key in _NESTED_OPTIONS:
+            section, name = _NESTED_OPTIONS[key]
+            data[section][name] = value
+        else:
+            raise ConfigError(f"Unknown quantization option '{key}'.")
+    return QuantConfig.from_dict(data)

@@ -1,12 +1,45 @@
-"""Create ONNX Runtime inference sessions the way every aquant-onnx command needs them."""
+"""Create ONNX Runtime inference sessions the way every aquant-onnx command needs them (DESIGN §5).
+
+The ``com.aquant::BorderRound`` op library is registered whenever it is found, so any model
+the exporter writes runs; a model that uses ``com.aquant`` ops without a library raises
+:class:`RuntimeLibraryError` saying how to build it.
+
+CUDA with a CPU-only library: ORT assigns BorderRound to the CPU EP (with device copies around
+it) and the rest of the graph to CUDA. The codes are identical, only slower, so this warns
+instead of failing: a wheel built on a machine without nvcc still runs every model on a GPU.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from aquant_onnx.errors import RuntimeLibraryError
+
+logger = logging.getLogger(__name__)
+
 PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+AQUANT_DOMAIN = "com.aquant"
+
+
+def uses_aquant_ops(model: Any) -> bool:
+    """Whether ``model`` (path, serialized bytes or ModelProto) imports or uses the ``com.aquant`` domain."""
+    import onnx
+
+    if isinstance(model, (str, Path)):
+        model = onnx.load(str(model), load_external_data=False)
+    elif isinstance(model, bytes):
+        model = onnx.load_from_string(model)
+    if any(opset.domain == AQUANT_DOMAIN for opset in model.opset_import):
+        return True
+    nodes = list(model.graph.node) + [node for function in model.functions for node in function.node]
+    return any(node.domain == AQUANT_DOMAIN for node in nodes)
+
+
+def _provider_name(provider: Any) -> str:
+    return provider[0] if isinstance(provider, tuple) else provider
 
 
 def session(
@@ -14,11 +47,15 @@ def session(
     providers: Sequence[Any] | str = ("CPUExecutionProvider",),
     exact_int8: bool = True,
 ) -> Any:
-    """Open ``model`` (path or serialized bytes) in ONNX Runtime.
+    """Open ``model`` (path, serialized bytes or ModelProto) in ONNX Runtime with the op library registered.
 
     ``providers`` takes ORT provider names/tuples or the aliases ``"cpu"``/``"cuda"``.
     ``exact_int8`` sets ``session.x64quantprecision`` so the CPU EP's integer kernels do
     not saturate in 16-bit intermediates on hosts without VNNI (tools/README §3).
+
+    Raises:
+        RuntimeLibraryError: the model uses ``com.aquant`` ops and the library is missing or
+            cannot be loaded.
     """
     import onnxruntime as ort
 
@@ -26,9 +63,41 @@ def session(
         providers = [PROVIDER_ALIASES.get(providers, providers)]
         if providers[0] == "CUDAExecutionProvider":
             providers.append("CPUExecutionProvider")
+    providers = list(providers)
+    if not isinstance(model, (str, Path, bytes)):  # an onnx.ModelProto
+        model = model.SerializeToString()
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if exact_int8:
         options.add_session_config_entry("session.x64quantprecision", "1")
+    _register_library(options, model, providers)
     source = str(model) if isinstance(model, Path) else model
-    return ort.InferenceSession(source, sess_options=options, providers=list(providers))
+    return ort.InferenceSession(source, sess_options=options, providers=providers)
+
+
+def _register_library(options: Any, model: str | Path | bytes, providers: list[Any]) -> None:
+    # Imported here so `python -m aquant_onnx.runtime.library` does not import itself twice.
+    from .library import BUILD_HINT, has_cuda_kernel, library_path
+
+    try:
+        path = library_path()
+    except RuntimeLibraryError as error:
+        if uses_aquant_ops(model):
+            raise RuntimeLibraryError(
+                f"the model uses {AQUANT_DOMAIN}::BorderRound but its op library cannot be found ({error}); "
+                f"{BUILD_HINT}, or export with --border-op onnx."
+            ) from None
+        return
+    try:
+        options.register_custom_ops_library(str(path))
+    except Exception as error:  # ORT raises its own exception types for a bad library
+        raise RuntimeLibraryError(
+            f"ONNX Runtime cannot load the op library {path} ({error}); rebuild it: {BUILD_HINT}."
+        ) from None
+    wants_cuda = any(_provider_name(provider) == "CUDAExecutionProvider" for provider in providers)
+    if wants_cuda and not has_cuda_kernel(path) and uses_aquant_ops(model):
+        logger.warning(
+            "%s has no CUDA kernel: BorderRound runs on the CPU EP (same codes, slower); "
+            "rebuild with nvcc available: python -m aquant_onnx.runtime.library --build --cuda on",
+            path,
+        )

@@ -1,0 +1,131 @@
+"""Describe a (quantized) ONNX model: what each layer's weight and input are stored as.
+
+Works on any model: float layers show ``fp32``; layers the exporter rewrote show the bits
+of their integer weight (from the per-layer record in ``aquant.layers`` metadata, else the
+span of the integer values) and of their input codes (from the Clip bounds, else 8).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ..graph.layers import constant_names, is_quantizable
+from ..graph.load import read_model
+
+LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+@dataclass
+class LayerRow:
+    name: str
+    op_type: str
+    w_bits: int | None  # None: float
+    a_bits: int | None
+    weights: int  # number of weight elements
+    fp32_bytes: int
+    packed_bytes: int  # at w_bits per element
+    border: str | None = None  # BorderRound shape, e.g. "quadratic [3, 576] im2col"
+
+
+@dataclass
+class ModelReport:
+    path: str
+    file_bytes: int
+    method: str | None
+    layers: list[LayerRow] = field(default_factory=list)
+    border_params: int = 0
+
+    @property
+    def weight_count(self) -> int:
+        return sum(row.weights for row in self.layers)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["weight_count"] = self.weight_count
+        data["border_params_percent"] = 100.0 * self.border_params / max(self.weight_count, 1)
+        return data
+
+
+def _bits_of_span(values: np.ndarray) -> int:
+    span = int(values.max()) - int(values.min()) + 1 if values.size else 1
+    return max(1, int(np.ceil(np.log2(max(span, 2)))))
+
+
+def _codes_bits(producers: dict[str, onnx.NodeProto], inits: dict[str, np.ndarray], tensor: str) -> int | None:
+    """Bits of the activation codes feeding ``tensor``'s DequantizeLinear, if any."""
+    dq = producers.get(tensor)
+    if dq is None or dq.op_type != "DequantizeLinear":
+        return None
+    codes = producers.get(dq.input[0])
+    if codes is not None and codes.op_type == "Clip" and len(codes.input) == 3 and codes.input[2] in inits:
+        return _bits_of_span(np.array([inits[codes.input[1]], inits[codes.input[2]]]))
+    if codes is not None and codes.op_type == "BorderRound":
+        qmin = next((a.i for a in codes.attribute if a.name == "qmin"), None)
+        qmax = next((a.i for a in codes.attribute if a.name == "qmax"), None)
+        if qmin is not None and qmax is not None:
+            return _bits_of_span(np.array([qmin, qmax]))
+    return 8
+
+
+def inspect_model(path: str | os.PathLike) -> ModelReport:
+    model = read_model(path)
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    producers = {out: node for node in model.graph.node for out in node.output}
+    metadata = {p.key: p.value for p in model.metadata_props}
+    recorded = json.loads(metadata.get("aquant.layers", "{}"))
+    report = ModelReport(str(path), Path(path).stat().st_size, metadata.get("aquant.method"))
+    constants = constant_names(model)
+    constants |= {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in constants}
+    for node in model.graph.node:
+        if node.op_type not in LAYER_OPS or not is_quantizable(node, constants):
+            continue
+        weight_index = 0 if node.op_type == "MatMul" and node.input[0] in constants else 1
+        weight_tensor = node.input[weight_index]
+        dq = producers.get(weight_tensor)
+        if dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in inits:
+            values = inits[dq.input[0]]
+            w_bits = recorded.get(node.name, {}).get("w_bits") or _bits_of_span(values)
+        elif weight_tensor in inits:
+            values, w_bits = inits[weight_tensor], None
+        else:
+            continue
+        a_bits = _codes_bits(producers, inits, node.input[1 - weight_index])
+        count = int(values.size)
+        report.layers.append(
+            LayerRow(node.name, node.op_type, w_bits, a_bits, count, 4 * count, -(-count * (w_bits or 32) // 8))
+        )
+    for node in model.graph.node:
+        if node.op_type == "BorderRound" and len(node.input) > 3 and node.input[3] in inits:
+            coeffs = inits[node.input[3]]
+            report.border_params += int(coeffs.size)
+            form = "im2col" if any(a.name == "kernel_shape" for a in node.attribute) else "element-wise"
+            layer = node.name.split(".")[0]
+            for row in report.layers:
+                if row.name == layer:
+                    row.border = f"{list(coeffs.shape)} {form}"
+    return report
+
+
+def format_report(report: ModelReport) -> str:
+    header = f"{'layer':<40} {'op':<14} {'W':>4} {'A':>4} {'weights':>10} {'fp32 KiB':>10} {'packed KiB':>10}  border"
+    lines = [f"{report.path}  ({report.file_bytes / 1024:.1f} KiB on disk, method: {report.method or 'float'})", header]
+    for row in report.layers:
+        lines.append(
+            f"{row.name[:40]:<40} {row.op_type:<14} {row.w_bits or 'fp32':>4} {row.a_bits or 'fp32':>4} "
+            f"{row.weights:>10} {row.fp32_bytes / 1024:>10.1f} {row.packed_bytes / 1024:>10.1f}  {row.border or ''}"
+        )
+    fp32 = sum(r.fp32_bytes for r in report.layers)
+    packed = sum(r.packed_bytes for r in report.layers)
+    lines.append(
+        f"{len(report.layers)} layers, {report.weight_count} weights: {fp32 / 1024:.1f} KiB fp32 -> {packed / 1024:.1f} KiB packed"
+        + (f"; border parameters {report.border_params} ({100.0 * report.border_params / max(report.weight_count, 1):.2f} % of weights)"
+           if report.border_params else "")
+    )
+    return "\n".join(lines)

@@ -1,0 +1,289 @@
+"""com.aquant::BorderRound CPU kernel vs the naive reference (DESIGN §3–5), bit exact.
+
+The session fixture builds the library CPU-only into build/custom_ops-cpu (incremental, a few
+seconds) unless $AQUANT_ONNX_OPS_LIBRARY names one to test instead (e.g. an installed wheel's).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import onnx
+import pytest
+from border_reference import border_round_elementwise, border_round_im2col
+from onnx import TensorProto, helper
+
+from aquant_onnx.errors import RuntimeLibraryError
+from aquant_onnx.runtime import library
+from aquant_onnx.runtime.session import session
+
+OUT_TYPES = {"uint8": (np.uint8, TensorProto.UINT8, 0, 255), "int8": (np.int8, TensorProto.INT8, -128, 127)}
+
+
+def make_border_model(attrs: dict, out_type: str = "uint8", x_type: int = TensorProto.FLOAT) -> bytes:
+    """One BorderRound node with inputs X, scale, zero_point, coeffs fed at run time."""
+    elem = OUT_TYPES[out_type][1]
+    node = helper.make_node("BorderRound", ["X", "scale", "zero_point", "coeffs"], ["codes"], domain="com.aquant", **attrs)
+    graph = helper.make_graph(
+        [node],
+        "border_round",
+        [
+            helper.make_tensor_value_info("X", x_type, None),
+            helper.make_tensor_value_info("scale", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("zero_point", elem, None),
+            helper.make_tensor_value_info("coeffs", TensorProto.FLOAT, None),
+        ],
+        [helper.make_tensor_value_info("codes", elem, None)],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.aquant", 1)]
+    return helper.make_model(graph, ir_version=10, opset_imports=opsets).SerializeToString()
+
+
+def run_border(lib, model: bytes, x, scale, zero_point, coeffs, out_type="uint8", providers=("CPUExecutionProvider",)):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    options.register_custom_ops_library(str(lib))
+    sess = ort.InferenceSession(model, options, providers=list(providers))
+    feeds = {
+        "X": x,
+        "scale": np.asarray(scale, np.float32),
+        "zero_point": np.asarray(zero_point, OUT_TYPES[out_type][0]),
+        "coeffs": np.asarray(coeffs, np.float32),
+    }
+    return sess.run(None, feeds)[0]
+
+
+def random_coeffs(rng, degree: int, features: int) -> np.ndarray:
+    """Borders near RTN (b0 ~ 0.5) with visible linear/quadratic terms."""
+    rows = [0.5 + 0.2 * rng.standard_normal(features), 0.05 * rng.standard_normal(features), 0.002 * rng.standard_normal(features)]
+    return np.stack(rows[:degree]).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def ops_library():
+    import os
+
+    override = os.environ.get(library.ENV_LIBRARY)
+    if override:
+        return library.library_path()
+    return library.build_library(library.BUILD_DIRS[1], cuda="off", install=False, jobs=2)
+
+
+@pytest.fixture()
+def registered(ops_library, monkeypatch):
+    """session() finds exactly the library under test."""
+    monkeypatch.setenv(library.ENV_LIBRARY, str(ops_library))
+    return ops_library
+
+
+IM2COL_CASES = [
+    # (N, C, H, W), kernel, strides, pads, dilations, fuse, degree, out_type, (qmin, qmax) or None
+    ((2, 3, 7, 6), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), True, 3, "uint8", None),
+    ((1, 2, 9, 8), (3, 3), (2, 2), (1, 0, 2, 1), (1, 1), True, 2, "int8", None),
+    ((2, 2, 8, 8), (3, 3), (1, 2), (0, 0, 0, 0), (2, 1), False, 3, "uint8", None),
+    ((1, 4, 5, 5), (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), True, 1, "int8", None),
+    ((1, 3, 6, 7), (2, 3), (2, 1), (1, 2, 0, 1), (1, 2), True, 3, "uint8", (0, 15)),
+    ((1, 2, 10, 9), (5, 5), (3, 2), (2, 2, 2, 2), (1, 1), True, 2, "int8", (-8, 7)),
+    ((3, 1, 4, 4), (3, 3), (1, 1), (2, 2, 2, 2), (1, 1), False, 1, "uint8", (0, 3)),
+    ((1, 2, 6, 6), (2, 2), (2, 2), (0, 0, 0, 0), (1, 1), False, 3, "int8", (-2, 1)),
+]
+
+
+@pytest.mark.parametrize("case", range(len(IM2COL_CASES)))
+def test_im2col_codes_equal_reference(ops_library, case):
+    shape, kernel, strides, pads, dilations, fuse, degree, out_type, clip = IM2COL_CASES[case]
+    rng = np.random.default_rng(100 + case)
+    lo, hi = OUT_TYPES[out_type][2:]
+    qmin, qmax = clip or (lo, hi)
+    zero_point = (qmin + qmax + 1) // 2
+    scale = np.float32(rng.uniform(0.02, 0.1))
+    # Values spanning past both clip bounds, so clipping is exercised too.
+    x = (rng.uniform(qmin - zero_point - 3, qmax - zero_point + 3, size=shape) * scale).astype(np.float32)
+    features = shape[1] * kernel[0] * kernel[1]
+    coeffs = random_coeffs(rng, degree, features)
+    attrs = dict(kernel_shape=list(kernel), strides=list(strides), pads=list(pads), dilations=list(dilations), fuse=int(fuse))
+    if clip:
+        attrs.update(qmin=qmin, qmax=qmax)
+    codes = run_border(ops_library, make_border_model(attrs, out_type), x, scale, zero_point, coeffs, out_type)
+    expected = border_round_im2col(x, scale, zero_point, coeffs, qmin, qmax, kernel, strides, pads, dilations, fuse)
+    assert codes.dtype == OUT_TYPES[out_type][0]
+    assert codes.shape == expected.shape
+    np.testing.assert_array_equal(codes.astype(np.int32), expected)
+    assert codes.min() >= qmin and codes.max() <= qmax
+
+
+@pytest.mark.parametrize("columns", ["channel", "shared"])
+def test_im2col_per_channel_and_shared_coeffs(ops_library, columns):
+    """F = C uses column c for all kh*kw rows of channel c; F = 1 one column for all rows."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(0, 2, size=(2, 3, 6, 5)).astype(np.float32)
+    features = 3 if columns == "channel" else 1
+    coeffs = random_coeffs(rng, 3, features)
+    expanded = np.repeat(coeffs, 9, axis=1) if columns == "channel" else np.tile(coeffs, (1, 27))
+    attrs = dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    codes = run_border(ops_library, make_border_model(attrs), x, 0.05, 128, coeffs)
+    expected = border_round_im2col(x, 0.05, 128, expanded, 0, 255, (3, 3), pads=(1, 1, 1, 1))
+    np.testing.assert_array_equal(codes.astype(np.int32), expected)
+
+
+def test_ties_round_half_down(ops_library):
+    """Power-of-two scale and half-integer v: B = 0.5 gives ceil(v - 0.5) = v - 0.5 exactly."""
+    scale, zero_point = np.float32(0.0625), 128
+    half_steps = np.arange(-40, 40, dtype=np.float32) + 0.5
+    x = (half_steps * scale).reshape(1, 80, 1, 1)
+    coeffs = np.full((1, 80), 0.5, np.float32)
+    codes = run_border(ops_library, make_border_model({}), x, scale, zero_point, coeffs)
+    np.testing.assert_array_equal(codes.ravel().astype(np.int32), (half_steps - 0.5 + zero_point).astype(np.int32))
+
+
+ELEMENTWISE_CASES = [
+    # shape, axis, F (0 = size along axis), degree, out_type, clip
+    ((2, 5, 3, 4), 1, 0, 3, "uint8", None),
+    ((2, 5, 3, 4), -1, 0, 2, "int8", None),
+    ((6, 7), 0, 0, 3, "int8", (-4, 3)),
+    ((3, 16), 1, 1, 1, "uint8", (0, 7)),
+    ((4, 3, 2), 2, 0, 3, "uint8", (0, 1)),
+]
+
+
+@pytest.mark.parametrize("case", range(len(ELEMENTWISE_CASES)))
+def test_elementwise_codes_equal_reference(ops_library, case):
+    shape, axis, features, degree, out_type, clip = ELEMENTWISE_CASES[case]
+    rng = np.random.default_rng(200 + case)
+    lo, hi = OUT_TYPES[out_type][2:]
+    qmin, qmax = clip or (lo, hi)
+    zero_point = (qmin + qmax + 1) // 2
+    scale = np.float32(rng.uniform(0.02, 0.1))
+    x = (rng.uniform(qmin - zero_point - 3, qmax - zero_point + 3, size=shape) * scale).astype(np.float32)
+    coeffs = random_coeffs(rng, degree, features or shape[axis])
+    attrs = {"axis": axis}
+    if clip:
+        attrs.update(qmin=qmin, qmax=qmax)
+    codes = run_border(ops_library, make_border_model(attrs, out_type), x, scale, zero_point, coeffs, out_type)
+    expected = border_round_elementwise(x, scale, zero_point, coeffs, qmin, qmax, axis=axis)
+    assert codes.shape == x.shape and codes.dtype == OUT_TYPES[out_type][0]
+    np.testing.assert_array_equal(codes.astype(np.int32), expected)
+
+
+def test_float16_input(ops_library):
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 3, size=(1, 4, 6, 6)).astype(np.float16)
+    coeffs = random_coeffs(rng, 3, 36)
+    model = make_border_model(dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1]), "int8", TensorProto.FLOAT16)
+    codes = run_border(ops_library, model, x, 0.04, -5, coeffs, "int8")
+    expected = border_round_im2col(x.astype(np.float32), 0.04, -5, coeffs, -128, 127, (3, 3), pads=(1, 1, 1, 1))
+    np.testing.assert_array_equal(codes.astype(np.int32), expected)
+
+
+GOOD_X = np.zeros((1, 2, 5, 5), np.float32)
+GOOD_COEFFS = np.full((1, 18), 0.5, np.float32)
+MALFORMED = [
+    # attrs, feeds overrides, name that the error message must contain
+    (dict(kernel_shape=[3]), {}, "kernel_shape"),
+    (dict(kernel_shape=[3, 0]), {}, "kernel_shape"),
+    (dict(kernel_shape=[3, 3], strides=[0, 1]), {}, "strides"),
+    (dict(kernel_shape=[3, 3], pads=[1, 1]), {}, "pads"),
+    (dict(kernel_shape=[3, 3], pads=[-1, 0, 0, 0]), {}, "pads"),
+    (dict(kernel_shape=[3, 3], dilations=[1]), {}, "dilations"),
+    (dict(kernel_shape=[3, 3], fuse=2), {}, "fuse"),
+    (dict(kernel_shape=[3, 3], fuse=1.0), {}, "fuse"),
+    (dict(kernel_shape=[3, 3], axis=2), {}, "axis"),
+    (dict(pads=[1, 1, 1, 1]), {}, "pads"),
+    (dict(kernel_shape=[3, 3], qmin=5, qmax=3), {}, "qmin"),
+    (dict(kernel_shape=[3, 3], qmax=300), {}, "qmax"),
+    (dict(kernel_shape=[3, 3], qmin=10, qmax=20), {}, "zero_point"),
+    (dict(kernel_shape=[7, 3]), {}, "kernel_shape"),
+    (dict(kernel_shape=[3, 3], dilations=[3, 1]), {}, "kernel_shape"),
+    (dict(kernel_shape=[3, 3]), {"coeffs": np.full((4, 18), 0.5, np.float32)}, "coeffs"),
+    (dict(kernel_shape=[3, 3]), {"coeffs": np.full((1, 5), 0.5, np.float32)}, "coeffs"),
+    (dict(kernel_shape=[3, 3]), {"coeffs": np.full((18,), 0.5, np.float32)}, "coeffs"),
+    (dict(kernel_shape=[3, 3]), {"X": np.zeros((2, 5, 5), np.float32)}, "'X'"),
+    (dict(kernel_shape=[3, 3]), {"scale": np.float32(0.0)}, "scale"),
+    (dict(kernel_shape=[3, 3]), {"scale": np.float32(np.nan)}, "scale"),
+    (dict(kernel_shape=[3, 3]), {"scale": np.array([0.1, 0.2], np.float32)}, "scale"),
+    (dict(kernel_shape=[3, 3]), {"zero_point": np.array([1, 2], np.uint8)}, "zero_point"),
+    (dict(axis=4), {"coeffs": np.full((1, 1), 0.5, np.float32)}, "axis"),
+    (dict(axis=2), {"coeffs": np.full((1, 2), 0.5, np.float32)}, "coeffs"),
+]
+
+
+@pytest.mark.parametrize("case", range(len(MALFORMED)))
+def test_malformed_node_raises_naming_the_attribute(ops_library, case):
+    attrs, overrides, name = MALFORMED[case]
+    feeds = {"X": GOOD_X, "scale": np.float32(0.1), "zero_point": np.uint8(128), "coeffs": GOOD_COEFFS, **overrides}
+    with pytest.raises(Exception, match="BorderRound") as raised:
+        run_border(ops_library, make_border_model(attrs), feeds["X"], feeds["scale"], feeds["zero_point"], feeds["coeffs"])
+    assert name in str(raised.value)
+
+
+def test_valid_run_after_errors(ops_library):
+    """The process survives malformed nodes and still computes: RTN (B = 0.5) of 0 is the zero point."""
+    codes = run_border(ops_library, make_border_model(dict(kernel_shape=[3, 3])), GOOD_X, 0.1, 128, GOOD_COEFFS)
+    assert codes.shape == (1, 18, 9)
+    assert (codes == 128).all()
+
+
+def test_session_registers_library(registered):
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(1, 2, 5, 5)).astype(np.float32)
+    coeffs = random_coeffs(rng, 2, 18)
+    sess = session(make_border_model(dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])), providers="cpu")
+    codes = sess.run(None, {"X": x, "scale": np.array(0.03, np.float32), "zero_point": np.array(100, np.uint8), "coeffs": coeffs})[0]
+    expected = border_round_im2col(x, 0.03, 100, coeffs, 0, 255, (3, 3), pads=(1, 1, 1, 1))
+    np.testing.assert_array_equal(codes.astype(np.int32), expected)
+
+
+def _no_library(monkeypatch, tmp_path):
+    monkeypatch.delenv(library.ENV_LIBRARY, raising=False)
+    monkeypatch.setattr(library, "_candidates", lambda: [tmp_path / library.LIBRARY_NAME])
+
+
+def test_session_without_library_raises(monkeypatch, tmp_path):
+    _no_library(monkeypatch, tmp_path)
+    with pytest.raises(RuntimeLibraryError, match="python -m aquant_onnx.runtime.library --build"):
+        session(make_border_model(dict(kernel_shape=[3, 3])))
+    with pytest.raises(RuntimeLibraryError, match="pip install ."):
+        library.library_path()
+
+
+def test_session_without_library_runs_standard_models(monkeypatch, tmp_path):
+    _no_library(monkeypatch, tmp_path)
+    node = helper.make_node("Relu", ["x"], ["y"])
+    graph = helper.make_graph(
+        [node], "relu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])]
+    )
+    model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
+    out = session(model.SerializeToString()).run(None, {"x": np.array([-1.0, 2.0], np.float32)})[0]
+    np.testing.assert_array_equal(out, [0.0, 2.0])
+
+
+def test_env_variable_naming_missing_file_raises(monkeypatch, tmp_path):
+    monkeypatch.setenv(library.ENV_LIBRARY, str(tmp_path / "missing.so"))
+    with pytest.raises(RuntimeLibraryError, match=library.ENV_LIBRARY):
+        library.library_path()
+
+
+def test_library_exports_only_register_custom_ops(ops_library):
+    nm = shutil.which("nm")
+    if nm is None:
+        pytest.skip("needs nm (binutils)")
+    symbols = subprocess.run([nm, "-D", "--defined-only", str(ops_library)], capture_output=True, text=True, check=True)
+    names = [line.split()[-1] for line in symbols.stdout.splitlines() if line.strip()]
+    assert names == ["RegisterCustomOps"]
+
+
+def test_build_info_sidecar(ops_library):
+    info = library.build_info(ops_library)
+    assert info["ort_api_version"] == 21
+    assert library.has_cuda_kernel(ops_library) is info["cuda"]
+
+
+def test_uses_aquant_ops_detects_domain():
+    from aquant_onnx.runtime import uses_aquant_ops
+
+    assert uses_aquant_ops(make_border_model({}))
+    assert not uses_aquant_ops(onnx.helper.make_model(onnx.helper.make_graph([], "empty", [], []), ir_version=10))
