@@ -21,10 +21,12 @@ _LAZY = {"quantize": "pipeline", "calibrate": "pipeline", "export": "pipeline", 
 
 def __getattr__(name: str):
     """``quantize``/``evaluate`` import torch and onnxruntime: load them on first use only."""
-    if name in _LAZY:
-        import importlib
+    import importlib
 
+    if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name == "runtime":
+        return importlib.import_module(".runtime", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -96,7 +96,7 @@ def calibrate(
     graph = TorchGraph(canonical)
     bits = attach_quantizers(graph, config)
     graph.to(device)
-    ctx = CalibrationContext(graph, calib_set, config, bits, device, progress)
+    ctx = CalibrationContext(canonical, graph, calib_set, config, bits, device, progress)
     init_activation_ranges(graph, ctx.batches(), ctx.num_batches(), progress)
     get_method(config.method).calibrate(ctx)
     graph.eval()

@@ -71,7 +71,9 @@ def test_initial_border_is_rtn_in_im2col_form() -> None:
 
 @pytest.mark.parametrize("degree", [1, 2, 3])
 @pytest.mark.parametrize("signed", [False, True])
-@pytest.mark.parametrize(("shape", "axis", "per_tensor"), [((2, 5, 3, 4), 1, False), ((3, 4, 6), -1, False), ((2, 4, 5), 1, True)])
+@pytest.mark.parametrize(
+    ("shape", "axis", "per_tensor"), [((2, 5, 3, 4), 1, False), ((3, 4, 6), -1, False), ((2, 4, 5), 1, True)]
+)
 def test_elementwise_matches_reference(degree: int, signed: bool, shape: tuple, axis: int, per_tensor: bool) -> None:
     rng = np.random.default_rng(degree * 10 + signed)
     qmin, qmax = quant_range(4, signed)
@@ -134,9 +136,10 @@ def test_im2col_reference_cases_are_not_trivial() -> None:
         case = im2col_case(seed)
         g = case["geometry"]
         args = (torch.from_numpy(case["x"]), float(case["scale"]), case["zero_point"])
-        codes = border_codes(*args, torch.from_numpy(case["coeffs"]), case["qmin"], case["qmax"], fuse=case["fuse"], **g)
+        limits = {"qmin": case["qmin"], "qmax": case["qmax"], "fuse": case["fuse"], **g}
+        codes = border_codes(*args, torch.from_numpy(case["coeffs"]), **limits)
         rtn = torch.full_like(torch.from_numpy(case["coeffs"])[:1], 0.5)
-        changed += int((codes != border_codes(*args, rtn, case["qmin"], case["qmax"], fuse=case["fuse"], **g)).sum())
+        changed += int((codes != border_codes(*args, rtn, **limits)).sum())
         padded += int(any(g["pads"]))
     assert changed > 100 and padded >= 12
 
@@ -216,7 +219,8 @@ def autograd_reference(x, s, zero_point, coeffs, qmin, qmax, geometry, fuse, thr
     k = geometry["kernel"][0] * geometry["kernel"][1]
     if fuse:
         n, ck, length = border.shape
-        border = border.view(n, ck // k, k, length).mean(dim=2, keepdim=True).expand(-1, -1, k, -1).reshape(n, ck, length)
+        mean = border.view(n, ck // k, k, length).mean(dim=2, keepdim=True)
+        border = mean.expand(-1, -1, k, -1).reshape(n, ck, length)
     u = v - border
     ste = torch.ceil(u).detach() + (u - u.detach())
     code = torch.where((ste >= qmin) & (ste <= qmax), ste, ste.detach().clamp(qmin, qmax))
@@ -224,7 +228,10 @@ def autograd_reference(x, s, zero_point, coeffs, qmin, qmax, geometry, fuse, thr
     return s_scaled * (code - zero_point)
 
 
-@pytest.mark.parametrize(("fuse", "through_border", "degree"), [(True, False, 3), (False, False, 2), (True, True, 3), (False, True, 3), (True, True, 2)])
+@pytest.mark.parametrize(
+    ("fuse", "through_border", "degree"),
+    [(True, False, 3), (False, False, 2), (True, True, 3), (False, True, 3), (True, True, 2)],
+)
 def test_im2col_gradients_match_autograd_reference(fuse: bool, through_border: bool, degree: int) -> None:
     gen = torch.Generator().manual_seed(int(fuse) + 2 * int(through_border) + degree)
     geometry = {"kernel": (3, 3), "strides": (2, 1), "pads": (1, 2, 0, 1), "dilations": (1, 2)}
@@ -315,7 +322,8 @@ class _UnfoldedAllocations(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        inputs = {a.untyped_storage().data_ptr() for a in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)}
+        leaves = torch.utils._pytree.tree_leaves((args, kwargs))
+        inputs = {a.untyped_storage().data_ptr() for a in leaves if isinstance(a, torch.Tensor)}
         for t in torch.utils._pytree.tree_leaves(out):
             if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in inputs:
                 if t.untyped_storage().nbytes() >= self.threshold_bytes:

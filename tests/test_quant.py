@@ -199,16 +199,22 @@ def test_observer_keeps_bounded_uniform_sample():
 def test_range_search_timing():
     generator = torch.Generator().manual_seed(0)
     weight = torch.randn(1280, 320, 1, 1, generator=generator)  # mobilenet_v2's largest conv
-    start = time.perf_counter()
-    search_weight_range(weight, -8, 7)
-    weight_ms = (time.perf_counter() - start) * 1e3
     sample = torch.randn(1, 1 << 20, generator=generator)
-    start = time.perf_counter()
-    search_range(sample, sample.amin(1), sample.amax(1), 0, 255)
-    activation_ms = (time.perf_counter() - start) * 1e3
-    print(f"MSE search: weight [1280,320,1,1] {weight_ms:.0f} ms, 2^20 activation samples {activation_ms:.0f} ms")
-    # Unloaded 2-core CPU: about 0.1 s and 0.3 s; the bound only catches an accidental blow-up.
-    assert weight_ms < 20_000 and activation_ms < 60_000
+    # CPU time of one thread: wall time on a shared 2-core machine swings 10x with load.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        start = time.process_time()
+        search_weight_range(weight, -8, 7)
+        weight_ms = (time.process_time() - start) * 1e3
+        start = time.process_time()
+        search_range(sample, sample.amin(1), sample.amax(1), 0, 255)
+        activation_ms = (time.process_time() - start) * 1e3
+    finally:
+        torch.set_num_threads(threads)
+    print(f"MSE search, 1 thread: weight [1280,320,1,1] {weight_ms:.0f} ms, 2^20 activation samples {activation_ms:.0f} ms")
+    # Measured about 260 ms and 610 ms; the bound only catches an accidental blow-up.
+    assert weight_ms < 3_000 and activation_ms < 6_000
 
 
 # --- modules ----------------------------------------------------------------------------------

@@ -71,6 +71,10 @@ class ActQuantizer(nn.Module):
             x_hat = torch.where(keep_float, x, x_hat)
         return x_hat
 
+    def learnable_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters the reconstruction loop trains, by kind: the LSQ step (``"step"``)."""
+        return {"step": [self.scale]}
+
     def step_size(self, x: torch.Tensor | None = None) -> torch.Tensor:
         """The step used in the forward pass: ``scale`` floored at 1e-8 (LSQ may push it down).
 

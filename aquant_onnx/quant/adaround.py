@@ -74,6 +74,10 @@ class AdaRoundWeightQuantizer(nn.Module):
         codes = torch.clamp(torch.floor(w / scale) + self.rounding() + zero_point, self.qmin, self.qmax)
         return scale * (codes - zero_point)
 
+    def learnable_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters the reconstruction loop trains, by kind: V (``"rounding"``)."""
+        return {"rounding": [self.v]}
+
     def regularizer(self, beta: float) -> torch.Tensor:
         """``Σ 1 − |2·h(V) − 1|^β``: 0 when every h is 0 or 1, largest at h = 0.5."""
         return (1 - (2 * self.soft_rounding() - 1).abs().pow(beta)).sum()

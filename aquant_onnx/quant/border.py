@@ -34,7 +34,6 @@ v-dependence of B also reaches x and s, i.e. ∂code/∂v = 1 − ∂B/∂v.
 from __future__ import annotations
 
 import functools
-import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -46,8 +45,7 @@ from torch import nn
 
 from ..config import BorderShape
 from ..errors import ConfigError
-
-logger = logging.getLogger(__name__)
+from .primitives import SCALE_FLOOR, lsq_grad_scale, quant_range
 
 __all__ = ["BorderQuantizer", "Im2colGeometry", "border_codes", "border_round"]
 
@@ -85,7 +83,9 @@ class Im2colGeometry:
         out_h = (height - dh * (kh - 1) - 1) // sh + 1
         out_w = (width - dw * (kw - 1) - 1) // sw + 1
         if out_h < 1 or out_w < 1:
-            raise ValueError(f"conv window {self.kernel} (dilations {self.dilations}) does not fit a padded {height}x{width} input.")
+            raise ValueError(
+                f"conv window {self.kernel} (dilations {self.dilations}) does not fit a padded {height}x{width} input."
+            )
         sn, sc, sy, sx = padded.stride()
         return padded.as_strided(
             (n, c, kh, kw, out_h, out_w), (sn, sc, dh * sy, dw * sx, sh * sy, sw * sx), padded.storage_offset()
@@ -161,10 +161,8 @@ def _tap_border(coeffs: torch.Tensor, v_tap: torch.Tensor) -> torch.Tensor:
 
 
 def _tap_slope(coeffs: torch.Tensor, v_tap: torch.Tensor) -> torch.Tensor:
-    """∂B/∂v = 2·b2·v + b1 of one tap (zero for a constant border)."""
+    """∂B/∂v = 2·b2·v + b1 of one tap (D ≥ 2; a constant border has slope 0)."""
     b = coeffs.view(coeffs.shape[0], 1, -1, 1, 1)
-    if coeffs.shape[0] == 1:
-        return torch.zeros_like(b[0])
     return v_tap * (2 * b[2]) + b[1] if coeffs.shape[0] == 3 else b[1]
 
 
@@ -376,7 +374,7 @@ def border_round(
     geometry = _geometry(kernel, strides, pads, dilations)
     _check_inputs(x, coeffs, geometry, axis)
     if grad_scale is None:
-        grad_scale = 1.0 / math.sqrt(x.numel() * max(qmax, 1))
+        grad_scale = lsq_grad_scale(x.numel(), qmax)
     return _BorderRoundFunction.apply(
         x, _as_scale(scale, x), coeffs, float(zero_point), int(qmin), int(qmax), geometry, axis,
         bool(fuse), bool(grad_through_border), float(grad_scale),
@@ -443,8 +441,7 @@ class BorderQuantizer(nn.Module):
         self.shape = shape
         self.bits = bits
         self.signed = signed
-        self.qmin = -(2 ** (bits - 1)) if signed else 0
-        self.qmax = 2 ** (bits - 1) - 1 if signed else 2**bits - 1
+        self.qmin, self.qmax = quant_range(bits, signed)
         self.geometry = _geometry(kernel, strides, pads, dilations)
         self.unfolds_input = self.geometry is not None
         self.fuse = bool(fuse) and self.unfolds_input
@@ -463,16 +460,23 @@ class BorderQuantizer(nn.Module):
         g = self.geometry
         return {"kernel": g.kernel, "strides": g.strides, "pads": g.pads, "dilations": g.dilations, "fuse": self.fuse}
 
+    def step_size(self) -> torch.Tensor:
+        """``scale`` floored at 1e-8 like the plain activation quantizer's step (LSQ may push it
+        down); the identity above the floor, so codes stay bit-exact."""
+        return torch.clamp(self.scale, min=SCALE_FLOOR)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Fake-quantized x̂: x's shape (element-wise) or columns [N, C·kh·kw, L] (im2col)."""
         return border_round(
-            x, self.scale, self.zero_point, self.coeffs, self.qmin, self.qmax,
+            x, self.step_size(), self.zero_point, self.coeffs, self.qmin, self.qmax,
             grad_through_border=self.grad_through_border, **self._geometry_kwargs(),
         )
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         """Integer codes (int32) in the layout of :meth:`forward`."""
-        return border_codes(x, self.scale, self.zero_point, self.coeffs, self.qmin, self.qmax, **self._geometry_kwargs())
+        return border_codes(
+            x, self.step_size(), self.zero_point, self.coeffs, self.qmin, self.qmax, **self._geometry_kwargs()
+        )
 
     @torch.no_grad()
     def init_from(self, scale: torch.Tensor | float, zero_point: torch.Tensor | float) -> BorderQuantizer:
@@ -504,7 +508,7 @@ class BorderQuantizer(nn.Module):
         g = self.geometry
         return {
             "coeffs": self.coeffs.detach().cpu().numpy().astype(np.float32),
-            "scale": np.array(float(self.scale.detach()), dtype=np.float32),
+            "scale": np.array(float(self.step_size().detach()), dtype=np.float32),
             "zero_point": np.array(int(self.zero_point), dtype=np.int8 if self.signed else np.uint8),
             "qmin": self.qmin,
             "qmax": self.qmax,

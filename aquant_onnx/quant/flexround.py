@@ -53,6 +53,10 @@ class FlexRoundWeightQuantizer(nn.Module):
         codes = torch.clamp(round_ste(w / divisor) + zero_point, self.qmin, self.qmax)
         return s1 * (codes - zero_point)
 
+    def learnable_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters the reconstruction loop trains, by kind: the logs of s1, S2, s3, s4 (``"rounding"``)."""
+        return {"rounding": [self.log_s1, self.log_s2, self.log_s3, self.log_s4]}
+
     def harden(self) -> None:
         """Nothing to fix: FlexRound's rounding is already hard in the forward pass."""
 

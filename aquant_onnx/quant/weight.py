@@ -55,6 +55,10 @@ class WeightQuantizer(nn.Module):
             w.detach(), self.scale, self.zero_point, self.qmin, self.qmax, self.channel_axis, torch.int8
         )
 
+    def learnable_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """Nothing to train: the RTN grid is fixed."""
+        return {}
+
     def harden(self) -> None:
         """Nothing to fix: round to nearest is already hard."""
 

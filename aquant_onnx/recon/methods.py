@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import onnx
 import torch
 
 from ..config import Method, QuantConfig
@@ -24,6 +25,7 @@ _METHODS: dict[Method, type[CalibrationMethod]] = {}
 
 @dataclass
 class CalibrationContext:
+    model: onnx.ModelProto  # canonical float model (block partition runs on it)
     graph: TorchGraph
     calib: CalibrationSet
     config: QuantConfig
@@ -71,3 +73,6 @@ class RoundToNearest(CalibrationMethod):
 
     def calibrate(self, ctx: CalibrationContext) -> None:
         return None
+
+
+from . import block_methods  # noqa: E402,F401  (registers adaround, brecq, qdrop, flexround)

@@ -38,8 +38,20 @@ BUILD_DIRS = (REPO_ROOT / "build" / "custom_ops", REPO_ROOT / "build" / "custom_
 BUILD_HINT = "pip install . builds it; or run python -m aquant_onnx.runtime.library --build"
 
 
+def _installed_copy() -> list[Path]:
+    """The library recorded in the installed distribution; with an editable install the Python
+    files load from the checkout while the built library sits in site-packages."""
+    from importlib import metadata
+
+    try:
+        files = metadata.distribution("aquant-onnx").files or []
+    except metadata.PackageNotFoundError:
+        return []
+    return [Path(f.locate()) for f in files if f.name == LIBRARY_NAME]
+
+
 def _candidates() -> list[Path]:
-    found = [PACKAGE_LIB_DIR / LIBRARY_NAME]
+    found = [PACKAGE_LIB_DIR / LIBRARY_NAME, *_installed_copy()]
     for build_dir in BUILD_DIRS:
         found.append(build_dir / "custom_ops" / LIBRARY_NAME)
     return found

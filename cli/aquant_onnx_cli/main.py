@@ -233,6 +233,16 @@ def inspect(model: Path, blocks: bool, as_json: bool, netron: bool) -> None:
         _serve_netron(model)
 
 
+@main.command("ops-path")
+@handle_errors
+def ops_path() -> None:
+    """Print the path of the BorderRound custom-op library, for
+    onnxruntime.SessionOptions.register_custom_ops_library()."""
+    from aquant_onnx.runtime.library import library_path
+
+    click.echo(str(library_path()))
+
+
 def _serve_netron(model: Path) -> None:
     from aquant_onnx.errors import ConfigError
 
