@@ -11,7 +11,7 @@ import onnx_graphsurgeon as gs
 
 from ..errors import ExportError
 from .params import QuantizedModelParams
-from .qdq import quantize_activation, quantize_weight
+from .qdq import quantize_activation, quantize_bias, quantize_weight
 
 MAX_IR_VERSION = 10
 MIN_IR_VERSION = 8  # opset 17 needs IR >= 8
@@ -44,6 +44,8 @@ def export_model(
         activation_index, weight_index = _input_indices(node, weight_names[name])
         if layer.weight is not None:
             quantize_weight(graph, node, weight_index, layer.weight)
+        if layer.bias is not None:
+            quantize_bias(graph, node, layer.bias)
         if layer.border is not None:
             from .border import quantize_activation_with_border
 

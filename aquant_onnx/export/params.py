@@ -23,6 +23,14 @@ class WeightParams:
 
 
 @dataclass
+class BiasParams:
+    """int32 bias on the accumulator grid: ``b ≈ scale[c] · int_values[c]`` (scale = s_x · s_w[c])."""
+
+    int_values: np.ndarray  # int32 [channels]
+    scale: np.ndarray  # float32 [channels]
+
+
+@dataclass
 class ActivationParams:
     """Per-tensor grid of a layer's input activation: ``x̂ = scale · (code − zero_point)``."""
 
@@ -54,6 +62,7 @@ class BorderParams:
 class LayerParams:
     node_name: str
     weight: WeightParams | None = None
+    bias: BiasParams | None = None
     activation: ActivationParams | None = None
     border: BorderParams | None = None
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .params import ActivationParams, WeightParams
+from .params import ActivationParams, BiasParams, WeightParams
 
 
 def _code_dtype(signed: bool) -> type:
@@ -35,6 +35,19 @@ def quantize_weight(graph: gs.Graph, node: gs.Node, input_index: int, params: We
         )
     )
     node.inputs[input_index] = dequantized
+
+
+def quantize_bias(graph: gs.Graph, node: gs.Node, params: BiasParams) -> None:
+    """Replace the float bias (input 2) by int32 codes + per-channel DequantizeLinear."""
+    prefix = node.name
+    codes = gs.Constant(f"{prefix}.bias_quantized", np.ascontiguousarray(params.int_values.astype(np.int32)))
+    scale = gs.Constant(f"{prefix}.bias_scale", params.scale.astype(np.float32))
+    dequantized = gs.Variable(f"{prefix}.bias_dequantized", dtype=np.float32, shape=list(params.int_values.shape))
+    graph.nodes.append(
+        gs.Node("DequantizeLinear", name=f"{prefix}.bias_DequantizeLinear", inputs=[codes, scale],
+                outputs=[dequantized], attrs={"axis": 0})
+    )
+    node.inputs[2] = dequantized
 
 
 def activation_codes(

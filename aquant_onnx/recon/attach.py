@@ -17,6 +17,7 @@ import torch
 from ..config import QuantConfig
 from ..progress import ProgressFactory, silent
 from ..quant.activation import ActQuantizer
+from ..quant.bias import BiasQuantizer
 from ..quant.weight import WeightQuantizer
 from ..torchgraph.executor import TorchGraph
 from ..torchgraph.layers import QuantizableLayer
@@ -64,7 +65,20 @@ def attach_quantizers(graph: TorchGraph, config: QuantConfig) -> dict[str, Layer
             layer.weight.detach(), bits.weight, symmetric=config.weight_symmetric, channel_axis=layer.weight_channel_axis
         )
         layer.input_quantizer = None if bits.activation is None else ActQuantizer(bits.activation, seed=config.seed)
+        if _has_accumulator_bias(layer):
+            layer.bias_quantizer = BiasQuantizer(layer)
     return plan
+
+
+def _has_accumulator_bias(layer: QuantizableLayer) -> bool:
+    """Whether the bias can live on the int32 accumulator grid s_x·s_w (quantized input,
+    per-output-channel bias, no extra Gemm scaling)."""
+    if layer.bias is None or layer.input_quantizer is None:
+        return False
+    per_channel = layer.bias.dim() == 1 and layer.bias.numel() == layer.weight.shape[layer.weight_channel_axis]
+    if layer.op_type == "Conv":
+        return per_channel
+    return layer.op_type == "Gemm" and per_channel and layer.alpha == 1.0 and layer.beta == 1.0
 
 
 def act_quantizers(graph: TorchGraph) -> Iterable[tuple[QuantizableLayer, ActQuantizer]]:

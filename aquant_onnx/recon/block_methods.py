@@ -32,7 +32,7 @@ from ..quant.adaround import AdaRoundWeightQuantizer
 from ..quant.flexround import FlexRoundWeightQuantizer
 from ..quant.weight import WeightQuantizer
 from .attach import init_activation_ranges
-from .cache import Unit, UnitCache, advance_cache, cache_from_model_inputs, load_model_inputs
+from .cache import Unit, UnitCache, advance_cache, cache_from_model_inputs, load_model_inputs, quantizers_disabled
 from .checkpoint import Checkpoint, fingerprint, load_quantizer_state
 from .loop import LoopSettings, ParamGroup, evaluate_loss, optimize_unit
 from .methods import CalibrationContext, CalibrationMethod, register_method
@@ -110,15 +110,19 @@ class ReconstructionMethod(CalibrationMethod):
 
     @contextmanager
     def session(self, ctx: CalibrationContext) -> Iterator[None]:
-        """State held for the whole reconstruction (activation quantizers off when not quantized)."""
-        switched = []
-        if not self.quantize_activations:
-            for layer in ctx.graph.layers.values():
-                if isinstance(layer.input_quantizer, ActQuantizer) and layer.input_quantizer.enabled:
-                    layer.input_quantizer.enabled = False
-                    switched.append(layer.input_quantizer)
-        try:
+        """State held for the whole reconstruction: without activation quantization the input
+        quantizers are switched off and bias quantizers (on the s_x·s_w grid) detached."""
+        if self.quantize_activations:
             yield
+            return
+        switched = []
+        for layer in ctx.graph.layers.values():
+            if isinstance(layer.input_quantizer, ActQuantizer) and layer.input_quantizer.enabled:
+                layer.input_quantizer.enabled = False
+                switched.append(layer.input_quantizer)
+        try:
+            with quantizers_disabled(ctx.graph, roles=("bias_quantizer",)):
+                yield
         finally:
             for quantizer in switched:
                 quantizer.enabled = True

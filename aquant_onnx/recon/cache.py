@@ -51,21 +51,24 @@ class UnitCache:
         return self.fp_input.shape[0]
 
 
+QUANTIZER_ROLES = ("weight_quantizer", "input_quantizer", "bias_quantizer")
+
+
 @contextmanager
-def quantizers_disabled(graph: TorchGraph, layer_names: Sequence[str] | None = None) -> Iterator[None]:
-    """Run ``graph`` in float: weight and input quantizers of ``layer_names`` (default: all)
+def quantizers_disabled(
+    graph: TorchGraph, layer_names: Sequence[str] | None = None, roles: Sequence[str] = QUANTIZER_ROLES
+) -> Iterator[None]:
+    """Run ``graph`` in float: the quantizers in ``roles`` of ``layer_names`` (default: all layers)
     are detached from their layers and put back afterwards, whatever their type."""
     names = list(graph.layers) if layer_names is None else list(layer_names)
-    saved = {name: (graph.layers[name].weight_quantizer, graph.layers[name].input_quantizer) for name in names}
+    saved = {(name, role): getattr(graph.layers[name], role, None) for name in names for role in roles}
     try:
-        for name in names:
-            graph.layers[name].weight_quantizer = None
-            graph.layers[name].input_quantizer = None
+        for name, role in saved:
+            setattr(graph.layers[name], role, None)
         yield
     finally:
-        for name, (weight_quantizer, input_quantizer) in saved.items():
-            graph.layers[name].weight_quantizer = weight_quantizer
-            graph.layers[name].input_quantizer = input_quantizer
+        for (name, role), quantizer in saved.items():
+            setattr(graph.layers[name], role, quantizer)
 
 
 def load_model_inputs(ctx: CalibrationContext) -> dict[str, torch.Tensor]:

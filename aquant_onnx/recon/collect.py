@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import torch
 
-from ..export.params import ActivationParams, LayerParams, QuantizedModelParams, WeightParams
+from ..export.params import ActivationParams, BiasParams, LayerParams, QuantizedModelParams, WeightParams
 from ..torchgraph.executor import TorchGraph
 from ..torchgraph.layers import QuantizableLayer
 
@@ -48,6 +48,9 @@ def collect_params(graph: TorchGraph, model: onnx.ModelProto) -> QuantizedModelP
         entry = LayerParams(node_name=name)
         if layer.weight_quantizer is not None:
             entry.weight = weight_params(layer, shapes[layer.weight_name])
+        if layer.bias_quantizer is not None:
+            codes, scale = layer.bias_quantizer.int_bias(layer.bias)
+            entry.bias = BiasParams(int_values=codes.cpu().numpy(), scale=scale.cpu().numpy())
         quantizer = layer.input_quantizer
         if quantizer is not None:
             entry.activation = activation_params(quantizer)

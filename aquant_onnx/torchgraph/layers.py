@@ -43,7 +43,7 @@ class QuantizableLayer(nn.Module):
         bias: buffer (already scaled by Gemm's beta) or None.
         kernel_shape, strides, pads (ONNX order, e.g. [top, left, bottom, right]),
             dilations, group: conv geometry; empty tuples / 1 for Gemm and MatMul.
-        weight_quantizer, input_quantizer: modules set by the quantization code, or None.
+        weight_quantizer, input_quantizer, bias_quantizer: modules set by the quantization code, or None.
     """
 
     weight_channel_axis = 0
@@ -68,10 +68,17 @@ class QuantizableLayer(nn.Module):
         self.group = 1
         self.weight_quantizer: nn.Module | None = None
         self.input_quantizer: nn.Module | None = None
+        self.bias_quantizer: nn.Module | None = None
 
     def quantized_weight(self) -> Tensor:
         """``weight_quantizer(weight)`` when a weight quantizer is set, else the weight."""
         return self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
+
+    def quantized_bias(self) -> Tensor | None:
+        """``bias_quantizer(bias)`` when a bias quantizer is set, else the bias (or None)."""
+        if self.bias is None or self.bias_quantizer is None:
+            return self.bias
+        return self.bias_quantizer(self.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         weight = self.quantized_weight()
@@ -123,7 +130,7 @@ class ConvLayer(QuantizableLayer):
 
     def compute(self, x: Tensor, weight: Tensor) -> Tensor:
         pads = self.pads if self.auto_pad in ("NOTSET", "VALID") else self.pads_for(x.shape[2:])
-        return ops.conv_padded(x, weight, self.bias, pads, self.strides, self.dilations, self.group)
+        return ops.conv_padded(x, weight, self.quantized_bias(), pads, self.strides, self.dilations, self.group)
 
     def output_spatial_shape(self, input_spatial_shape: Sequence[int]) -> list[int]:
         """``out = (in + pad_begin + pad_end − d·(k−1) − 1) // s + 1`` per spatial axis."""
@@ -146,8 +153,9 @@ class ConvLayer(QuantizableLayer):
         grouped_weight = weight.reshape(groups, out_channels // groups, -1)
         grouped_cols = cols.reshape(batch, groups, grouped_weight.shape[-1], cols.shape[-1])
         y = torch.matmul(grouped_weight, grouped_cols).reshape(batch, out_channels, -1)
-        if self.bias is not None:
-            y = y + self.bias.view(1, -1, 1)
+        bias = self.quantized_bias()
+        if bias is not None:
+            y = y + bias.view(1, -1, 1)
         return y.reshape(batch, out_channels, out_h, out_w)
 
     def _require_2d(self) -> None:
@@ -174,7 +182,7 @@ class ConvTransposeLayer(QuantizableLayer):
         self._attrs = {k: v for k, v in attrs.items() if not k.startswith("_")}
 
     def compute(self, x: Tensor, weight: Tensor) -> Tensor:
-        return ops.conv_transpose(x, weight, self.bias, self._attrs)
+        return ops.conv_transpose(x, weight, self.quantized_bias(), self._attrs)
 
 
 class GemmLayer(QuantizableLayer):
@@ -189,6 +197,7 @@ class GemmLayer(QuantizableLayer):
                          None if bias is None else bias * beta, input_name, output_name,
                          weight_name, bias_name, weight_channel_axis_onnx=0 if trans_b else 1)
         self.alpha = float(attrs.get("alpha", 1.0))
+        self.beta = beta
         self.trans_a = bool(attrs.get("transA", 0))
 
     def compute(self, x: Tensor, weight: Tensor) -> Tensor:
@@ -197,7 +206,8 @@ class GemmLayer(QuantizableLayer):
         y = F.linear(x, weight)
         if self.alpha != 1.0:
             y = y * self.alpha
-        return y if self.bias is None else y + self.bias
+        bias = self.quantized_bias()
+        return y if bias is None else y + bias
 
 
 class MatMulLayer(QuantizableLayer):

@@ -1,0 +1,126 @@
+"""Iterations per second of the reconstruction loop, eager vs compiled (DESIGN §7).
+
+    python -m benchmarks.calib_speed --model resnet20 --blocks 1,5,9 --iters 100 [--engines eager,compiled]
+
+Per block: RTN W4A4 quantizers, cache of ``--num-calib`` samples, QDrop step (AdaRound + LSQ,
+drop 0.5) at batch 32; the first ``--warmup`` iterations (compilation) are not timed. Appends a
+row per (model, block, engine) to benchmarks/results/calib_speed.csv and rewrites calib_speed.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from aquant_onnx.config import Engine, QuantConfig
+from aquant_onnx.data.calibration import load_calibration, model_inputs_of
+from aquant_onnx.data.metadata import preprocessing_for_model
+from aquant_onnx.graph.load import load_model
+from aquant_onnx.pipeline import resolve_device
+from aquant_onnx.recon.attach import attach_quantizers, init_activation_ranges
+from aquant_onnx.recon.block_methods import CACHE_CHUNK, QDrop
+from aquant_onnx.recon.cache import cache_from_model_inputs, load_model_inputs
+from aquant_onnx.recon.loop import LoopSettings, optimize_unit
+from aquant_onnx.recon.methods import CalibrationContext
+from aquant_onnx.torchgraph.executor import TorchGraph
+
+from .models import MODELS
+
+RESULTS = Path(__file__).parent / "results"
+FIELDS = ["model", "block", "layers", "engine", "batch", "iters", "it_per_s", "device", "threads", "torch", "date"]
+
+
+def measure(model_key: str, block_ids: list[int], engines: list[str], iters: int, warmup: int, num_calib: int,
+            device_name: str) -> list[dict]:
+    spec = MODELS[model_key]
+    canonical = load_model(spec["path"])
+    prep = preprocessing_for_model(canonical, model_path=str(spec["path"]))
+    calib = load_calibration(spec["calib"], model_inputs_of(canonical), prep, num_calib, 0)
+    rows = []
+    for engine in engines:
+        config = QuantConfig(method="qdrop", w_bits=4, a_bits=4, num_calib=num_calib)
+        config.recon.engine = Engine(engine)
+        config.recon.iters = iters + warmup
+        device = resolve_device(device_name)
+        graph = TorchGraph(canonical)
+        bits = attach_quantizers(graph, config)
+        graph.to(device)
+        ctx = CalibrationContext(canonical, graph, calib, config, bits, device)
+        init_activation_ranges(graph, ctx.batches(), ctx.num_batches())
+        method = QDrop()
+        units = method.units(ctx)
+        inputs = load_model_inputs(ctx)
+        for block in block_ids:
+            unit = units[block]
+            cache = cache_from_model_inputs(graph, unit, inputs, device, CACHE_CHUNK)
+            method.prepare_unit(ctx, unit)
+            quantizers = method.unit_quantizers(ctx, unit)
+            by_kind: dict = {}
+            for q in quantizers:
+                for kind, params in q.learnable_parameters().items():
+                    by_kind.setdefault(kind, []).extend(params)
+            groups = method.param_groups(ctx, by_kind)
+            regularized = [q for q in quantizers if hasattr(q, "regularizer")]
+            timings = []
+            for count in (warmup, iters):
+                settings = LoopSettings(count, 32, 0.5, 0.01, 0.2, 20.0, 2.0, Engine(engine), 0)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                optimize_unit(graph, unit, cache, groups, regularized, quantizers, settings, device)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                timings.append(time.perf_counter() - start)
+            rows.append({
+                "model": model_key, "block": block, "layers": len(unit.layer_names), "engine": engine, "batch": 32,
+                "iters": iters, "it_per_s": round(iters / timings[1], 2),
+                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+                "threads": torch.get_num_threads(), "torch": torch.__version__,
+                "date": datetime.date.today().isoformat(),
+            })
+            print(rows[-1], flush=True)
+    return rows
+
+
+def write(rows: list[dict]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "calib_speed.csv"
+    new = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+    with path.open() as handle:
+        all_rows = list(csv.DictReader(handle))
+    lines = ["# Reconstruction loop speed (QDrop step, batch 32)", "", "| " + " | ".join(FIELDS) + " |",
+             "|" + "---|" * len(FIELDS)]
+    lines += ["| " + " | ".join(str(r[f]) for f in FIELDS) + " |" for r in all_rows]
+    (RESULTS / "calib_speed.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="resnet20", choices=sorted(MODELS))
+    parser.add_argument("--blocks", default="1,5,9")
+    parser.add_argument("--engines", default="eager,compiled")
+    parser.add_argument("--iters", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--num-calib", type=int, default=256)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = measure(args.model, [int(b) for b in args.blocks.split(",")], args.engines.split(","), args.iters,
+                   args.warmup, args.num_calib, args.device)
+    write(rows)
+
+
+if __name__ == "__main__":
+    main()
