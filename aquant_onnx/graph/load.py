@@ -90,7 +90,7 @@ def read_model(source: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.Mode
 
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return text[0].rstrip(".") if text else type(exc).__name__
 
 
 def load_model(source: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.ModelProto:
