@@ -18,6 +18,7 @@ from onnx import numpy_helper
 
 from ..graph.layers import constant_names, is_quantizable
 from ..graph.load import read_model
+from .border import BORDER_ROUND_SUFFIX, IM2COL_MATMUL_SUFFIX
 
 LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -58,9 +59,22 @@ def _bits_of_span(values: np.ndarray) -> int:
     return max(1, int(np.ceil(np.log2(max(span, 2)))))
 
 
+def _before_reshape(producers: dict[str, onnx.NodeProto], tensor: str) -> str:
+    """The input of the Reshape producing ``tensor`` (im2col layers reshape W_dq and the columns)."""
+    node = producers.get(tensor)
+    return node.input[0] if node is not None and node.op_type == "Reshape" else tensor
+
+
+def _layer_name(node: onnx.NodeProto) -> tuple[str, str]:
+    """(layer name, op type) as the user knows it: an exported im2col MatMul is its Conv."""
+    if node.op_type == "MatMul" and node.name.endswith(IM2COL_MATMUL_SUFFIX):
+        return node.name[: -len(IM2COL_MATMUL_SUFFIX)], "Conv"
+    return node.name, node.op_type
+
+
 def _codes_bits(producers: dict[str, onnx.NodeProto], inits: dict[str, np.ndarray], tensor: str) -> int | None:
     """Bits of the activation codes feeding ``tensor``'s DequantizeLinear, if any."""
-    dq = producers.get(tensor)
+    dq = producers.get(_before_reshape(producers, tensor))
     if dq is None or dq.op_type != "DequantizeLinear":
         return None
     codes = producers.get(dq.input[0])
@@ -83,15 +97,17 @@ def inspect_model(path: str | os.PathLike) -> ModelReport:
     report = ModelReport(str(path), Path(path).stat().st_size, metadata.get("aquant.method"))
     constants = constant_names(model)
     constants |= {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in constants}
+    constants |= {n.output[0] for n in model.graph.node if n.op_type == "Reshape" and n.input[0] in constants}
     for node in model.graph.node:
         if node.op_type not in LAYER_OPS or not is_quantizable(node, constants):
             continue
         weight_index = 0 if node.op_type == "MatMul" and node.input[0] in constants else 1
-        weight_tensor = node.input[weight_index]
+        weight_tensor = _before_reshape(producers, node.input[weight_index])
+        name, op_type = _layer_name(node)
         dq = producers.get(weight_tensor)
         if dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in inits:
             values = inits[dq.input[0]]
-            w_bits = recorded.get(node.name, {}).get("w_bits") or _bits_of_span(values)
+            w_bits = recorded.get(name, {}).get("w_bits") or _bits_of_span(values)
         elif weight_tensor in inits:
             values, w_bits = inits[weight_tensor], None
         else:
@@ -99,14 +115,14 @@ def inspect_model(path: str | os.PathLike) -> ModelReport:
         a_bits = _codes_bits(producers, inits, node.input[1 - weight_index])
         count = int(values.size)
         report.layers.append(
-            LayerRow(node.name, node.op_type, w_bits, a_bits, count, 4 * count, -(-count * (w_bits or 32) // 8))
+            LayerRow(name, op_type, w_bits, a_bits, count, 4 * count, -(-count * (w_bits or 32) // 8))
         )
     for node in model.graph.node:
         if node.op_type == "BorderRound" and len(node.input) > 3 and node.input[3] in inits:
             coeffs = inits[node.input[3]]
             report.border_params += int(coeffs.size)
             form = "im2col" if any(a.name == "kernel_shape" for a in node.attribute) else "element-wise"
-            layer = node.name.split(".")[0]
+            layer = node.name.removesuffix(BORDER_ROUND_SUFFIX)
             for row in report.layers:
                 if row.name == layer:
                     row.border = f"{list(coeffs.shape)} {form}"

@@ -39,13 +39,13 @@ def _attr(node: onnx.NodeProto, name: str, default):
 
 
 def constant_names(model: onnx.ModelProto) -> set[str]:
-    """Names of tensors known before run time: initializers and Constant outputs."""
-    names = {t.name for t in model.graph.initializer}
-    names.update(out for node in model.graph.node if node.op_type == "Constant" for out in node.output)
-    return names
+    """Names of the initializers (``load_model`` turns Constant nodes into initializers)."""
+    return {t.name for t in model.graph.initializer}
 
 
 def is_quantizable(node: onnx.NodeProto, constants: set[str]) -> bool:
+    """A node whose weight operand is in ``constants`` (initializer names) and whose
+    activation is not."""
     if node.op_type in ("Conv", "ConvTranspose"):
         return len(node.input) > 1 and node.input[1] in constants and node.input[0] not in constants
     if node.op_type == "Gemm":

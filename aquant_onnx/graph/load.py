@@ -15,7 +15,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from ..errors import UnsupportedModelError
-from .passes import fold_batchnorm, name_nodes
+from .passes import constants_to_initializers, fold_batchnorm, name_nodes
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def load_model(source: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.Mode
     """Read, validate and canonicalise a float ONNX model.
 
     Returns a new ModelProto: checked, opset >= 17 (older ones converted), every node
-    uniquely named, BatchNormalization folded, shapes inferred. Raises UnsupportedModelError
+    uniquely named, Constant nodes turned into initializers, BatchNormalization folded, shapes inferred. Raises UnsupportedModelError
     with one sentence on anything it cannot use.
     """
     model = onnx.ModelProto()
@@ -121,6 +121,7 @@ def load_model(source: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.Mode
                 f"The model uses opset {opset} and could not be converted to opset {TARGET_OPSET}: {_first_line(exc)}."
             ) from None
     name_nodes(model)
+    constants_to_initializers(model)
     fold_batchnorm(model)
     try:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)

@@ -31,13 +31,13 @@ from dataclasses import dataclass, field
 import onnx
 
 from aquant_onnx.errors import ConfigError, UnsupportedModelError
+from aquant_onnx.graph.layers import is_quantizable
 from aquant_onnx.graph.topology import (
     constant_tensor_names,
     consumers,
     dynamic_graph_inputs,
     dynamic_inputs,
     initializer_names,
-    is_quantizable,
     producers,
     topological_order,
 )
@@ -116,7 +116,7 @@ def partition_blocks(
 
     Args:
         model: a model with one run-time input, one output and unique node names.
-        quantizable: names of the layer nodes; default: ``topology.is_quantizable`` per node.
+        quantizable: names of the layer nodes; default: ``layers.is_quantizable`` per node.
         max_chain: most layers in a chain block (residual/branch blocks take what they hold).
 
     Returns:

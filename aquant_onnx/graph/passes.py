@@ -34,6 +34,20 @@ def name_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def constants_to_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Replace tensor-valued Constant nodes by initializers of the same name, so weights given
+    as Constants are found as layer weights like any other."""
+    graph = model.graph
+    constants = [n for n in graph.node if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"]
+    for node in constants:
+        tensor = onnx.TensorProto()
+        tensor.CopyFrom(node.attribute[0].t)
+        tensor.name = node.output[0]
+        graph.initializer.append(tensor)
+        graph.node.remove(node)
+    return model
+
+
 def _consumers(model: onnx.ModelProto) -> Counter:
     uses = Counter(name for node in model.graph.node for name in node.input)
     uses.update(output.name for output in model.graph.output)

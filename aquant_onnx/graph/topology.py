@@ -85,15 +85,3 @@ def dynamic_graph_inputs(graph: onnx.GraphProto) -> list[str]:
 def dynamic_inputs(node: onnx.NodeProto, constants: set[str]) -> list[str]:
     """The node's distinct run-time input tensors, in input order."""
     return [name for name in dict.fromkeys(node.input) if name and name not in constants]
-
-
-def is_quantizable(node: onnx.NodeProto, initializer_names: set[str]) -> bool:
-    """Default layer predicate (DESIGN §2): Conv / ConvTranspose / Gemm whose weight (input 1)
-    is an initializer and whose activation (input 0) is not, or MatMul with exactly one
-    initializer operand."""
-    inputs = list(node.input)
-    if node.op_type in ("Conv", "ConvTranspose", "Gemm"):
-        return len(inputs) > 1 and inputs[1] in initializer_names and inputs[0] not in initializer_names
-    if node.op_type == "MatMul":
-        return len(inputs) == 2 and (inputs[0] in initializer_names) != (inputs[1] in initializer_names)
-    return False

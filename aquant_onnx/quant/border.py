@@ -453,6 +453,11 @@ class BorderQuantizer(nn.Module):
         self.coeffs = nn.Parameter(coeffs)
         self.scale = nn.Parameter(torch.tensor(1.0))
         self.register_buffer("zero_point", torch.tensor(0.0))
+        self.drop_prob = 0.0  # QDrop: in training, each output element keeps its float value with this probability
+
+    def learnable_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters the reconstruction loop trains, by kind: border coefficients and the LSQ step."""
+        return {"border": [self.coeffs], "step": [self.scale]}
 
     def _geometry_kwargs(self) -> dict[str, Any]:
         if self.geometry is None:
@@ -467,10 +472,16 @@ class BorderQuantizer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Fake-quantized x̂: x's shape (element-wise) or columns [N, C·kh·kw, L] (im2col)."""
-        return border_round(
+        x_hat = border_round(
             x, self.step_size(), self.zero_point, self.coeffs, self.qmin, self.qmax,
             grad_through_border=self.grad_through_border, **self._geometry_kwargs(),
         )
+        if self.training and self.drop_prob > 0:
+            # QDrop on the columns: the float im2col entries (padding 0.0) replace dropped codes.
+            g = self.geometry
+            fp = x if g is None else g.windows(g.pad(x, 0.0)).reshape(x_hat.shape)
+            x_hat = torch.where(torch.rand_like(x_hat) < self.drop_prob, fp, x_hat)
+        return x_hat
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         """Integer codes (int32) in the layout of :meth:`forward`."""

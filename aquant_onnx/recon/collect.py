@@ -6,7 +6,8 @@ import numpy as np
 import onnx
 import torch
 
-from ..export.params import ActivationParams, BiasParams, LayerParams, QuantizedModelParams, WeightParams
+from ..export.params import ActivationParams, BiasParams, BorderParams, LayerParams, QuantizedModelParams, WeightParams
+from ..quant.border import BorderQuantizer
 from ..torchgraph.executor import TorchGraph
 from ..torchgraph.layers import QuantizableLayer
 
@@ -40,6 +41,19 @@ def activation_params(quantizer: torch.nn.Module) -> ActivationParams:
     )
 
 
+def border_params(quantizer: BorderQuantizer) -> tuple[ActivationParams, BorderParams]:
+    """Grid and coefficients of a border quantizer (DESIGN §3): what ``com.aquant::BorderRound`` needs."""
+    exported = quantizer.export_params()
+    activation = ActivationParams(
+        scale=float(exported["scale"]), zero_point=int(exported["zero_point"]), bits=quantizer.bits,
+        signed=quantizer.signed,
+    )
+    border = BorderParams(
+        coeffs=exported["coeffs"], im2col=quantizer.unfolds_input, fuse=bool(exported["fuse"]), axis=exported["axis"]
+    )
+    return activation, border
+
+
 def collect_params(graph: TorchGraph, model: onnx.ModelProto) -> QuantizedModelParams:
     """Learned parameters of every quantized layer, keyed by ONNX node name."""
     shapes = {t.name: tuple(t.dims) for t in model.graph.initializer}
@@ -52,9 +66,9 @@ def collect_params(graph: TorchGraph, model: onnx.ModelProto) -> QuantizedModelP
             codes, scale = layer.bias_quantizer.int_bias(layer.bias)
             entry.bias = BiasParams(int_values=codes.cpu().numpy(), scale=scale.cpu().numpy())
         quantizer = layer.input_quantizer
-        if quantizer is not None:
+        if isinstance(quantizer, BorderQuantizer):
+            entry.activation, entry.border = border_params(quantizer)
+        elif quantizer is not None:
             entry.activation = activation_params(quantizer)
-            if hasattr(quantizer, "export_border"):
-                entry.border = quantizer.export_border()
         params.layers[name] = entry
     return params

@@ -1,0 +1,319 @@
+"""Export AQuant border rounding (DESIGN §3–4): a layer's learned border quantizer becomes
+``com.aquant::BorderRound`` or, with ``border_op="onnx"``, the same arithmetic in standard ops.
+
+Per element, with v = x / s + z in float32 and the layer's coefficients b::
+
+    B(v) = (b2·v + b1)·v + b0          code = clip(ceil(v − B), qmin, qmax)
+
+Element-wise form (``channel`` granularity, 1×1 conv, Gemm, MatMul): the codes keep x's shape
+and a DequantizeLinear feeds the unchanged layer. im2col form (k > 1 conv): the codes are the
+unfolded input [N, C·kh·kw, L] (fused mean of the kh·kw borders of one channel per window,
+padded entries emit z), and the Conv is replaced by
+
+    DQ(codes) → Reshape [N, g, C/g·kh·kw, L] → MatMul(W_dq as [g, OC/g, C/g·kh·kw])
+              → Reshape [N, OC, L] → Add(bias as [OC, 1]) → Reshape [N, OC, OH, OW]
+
+writing the Conv's output tensor, so downstream nodes are untouched. New nodes and tensors are
+named ``<layer>.<role>``; the coefficients are the initializer ``<layer>.border_coeffs`` and the
+codes the tensor ``<layer>.input_quantized`` in both forms.
+
+The standard-op form unfolds v with a depthwise Conv of one-hot kernels (exact: one product with
+1.0, the rest sums of ±0.0) after padding v with z, and fuses with ReduceMean, whose summation
+order may differ from the op's sequential float32 sum: rarely a code differs by one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from ..errors import ExportError
+from .params import ActivationParams, BorderParams, LayerParams
+from .qdq import dequantize_codes
+
+AQUANT_DOMAIN = "com.aquant"
+BORDER_ROUND_SUFFIX = ".border_round"
+IM2COL_MATMUL_SUFFIX = ".im2col_matmul"
+BORDER_COEFFS_SUFFIX = ".border_coeffs"
+BORDER_OPS = ("custom", "onnx")
+
+
+@dataclass(frozen=True)
+class _ConvWindows:
+    """Geometry of the 2-D Conv whose input is rounded in im2col form (ONNX pads order)."""
+
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    pads: tuple[int, int, int, int]  # top, left, bottom, right
+    dilations: tuple[int, int]
+    group: int
+    in_channels: int
+    out_channels: int
+    input_size: tuple[int, int] | None  # H, W when static
+    output_size: tuple[int, int]  # OH, OW
+
+    @property
+    def taps(self) -> int:
+        return self.kernel[0] * self.kernel[1]
+
+    @property
+    def windows(self) -> int:
+        return self.output_size[0] * self.output_size[1]
+
+
+class _Emitter:
+    """Appends nodes named ``<prefix>.<role>`` whose single output tensor has the same name."""
+
+    def __init__(self, graph: gs.Graph, prefix: str) -> None:
+        self.graph = graph
+        self.prefix = prefix
+
+    def constant(self, role: str, values: np.ndarray) -> gs.Constant:
+        return gs.Constant(f"{self.prefix}.{role}", np.ascontiguousarray(values))
+
+    def op(self, op_type: str, role: str, inputs: list[gs.Tensor], attrs: dict | None = None,
+           dtype: type | None = np.float32, output: gs.Variable | None = None, domain: str | None = None) -> gs.Variable:
+        out = output if output is not None else gs.Variable(f"{self.prefix}.{role}", dtype=dtype)
+        self.graph.nodes.append(gs.Node(op_type, name=f"{self.prefix}.{role}", inputs=inputs, outputs=[out],
+                                        attrs=attrs or {}, domain=domain))
+        return out
+
+    def reshape(self, role: str, source: gs.Tensor, shape: list[int], dtype: type | None = np.float32,
+                output: gs.Variable | None = None) -> gs.Variable:
+        """Reshape to ``shape`` (0 copies the input's dimension, so the batch stays dynamic)."""
+        target = self.constant(f"{role}_shape", np.array(shape, dtype=np.int64))
+        return self.op("Reshape", role, [source, target], dtype=dtype, output=output)
+
+
+def quantize_activation_with_border(
+    graph: gs.Graph, node: gs.Node, activation_index: int, layer: LayerParams, border_op: str
+) -> None:
+    """Round ``node.inputs[activation_index]`` with the layer's learned border (DESIGN §4).
+
+    Precondition: the weight (and bias) inputs are already int + DequantizeLinear. The im2col
+    form removes ``node`` from the graph and writes its output tensor from the new MatMul path.
+
+    Raises:
+        ExportError: unknown ``border_op``, a border without an activation grid, or an im2col
+            border on a node that is not a static-shaped 2-D Conv.
+    """
+    if border_op not in BORDER_OPS:
+        raise ExportError(f"Unknown --border-op {border_op!r} for node '{node.name}'; choose custom or onnx.")
+    if layer.activation is None or layer.border is None:
+        raise ExportError(f"Node '{node.name}' has a border function but no activation grid; this is a bug.")
+    emit = _Emitter(graph, node.name)
+    activation, border = layer.activation, layer.border
+    code_dtype = np.int8 if activation.signed else np.uint8
+    scale = emit.constant("input_scale", np.array(activation.scale, dtype=np.float32))
+    zero_point = emit.constant("input_zero_point", np.array(activation.zero_point, dtype=code_dtype))
+    codes = gs.Variable(f"{node.name}.input_quantized", dtype=code_dtype)
+    source = node.inputs[activation_index]
+    if border.im2col:
+        windows = _conv_windows(node, border)
+        if border_op == "custom":
+            _border_round_node(emit, source, scale, zero_point, border, activation, codes, windows)
+        else:
+            _im2col_codes_onnx(emit, source, scale, border, activation, codes, windows)
+        dequantized = dequantize_codes(graph, node.name, codes, scale, zero_point)
+        _replace_conv_by_matmul(emit, node, dequantized, windows)
+        return
+    if border_op == "custom":
+        _border_round_node(emit, source, scale, zero_point, border, activation, codes, None)
+    else:
+        _elementwise_codes_onnx(emit, source, scale, border, activation, codes)
+    node.inputs[activation_index] = dequantize_codes(graph, node.name, codes, scale, zero_point)
+
+
+def _border_round_node(emit: _Emitter, source: gs.Tensor, scale: gs.Constant, zero_point: gs.Constant,
+                       border: BorderParams, activation: ActivationParams, codes: gs.Variable,
+                       windows: _ConvWindows | None) -> None:
+    attrs: dict = {"qmin": activation.qmin, "qmax": activation.qmax}
+    if windows is None:
+        attrs["axis"] = border.axis
+    else:
+        attrs.update(kernel_shape=list(windows.kernel), strides=list(windows.strides), pads=list(windows.pads),
+                     dilations=list(windows.dilations), fuse=int(border.fuse))
+    coeffs = emit.constant(BORDER_COEFFS_SUFFIX[1:], border.coeffs.astype(np.float32))
+    emit.op("BorderRound", BORDER_ROUND_SUFFIX[1:], [source, scale, zero_point, coeffs], attrs,
+            output=codes, domain=AQUANT_DOMAIN)
+
+
+def _conv_windows(node: gs.Node, border: BorderParams) -> _ConvWindows:
+    """The Conv's window geometry, pads resolved (auto_pad too), sizes from shape inference."""
+    weight_shape = node.inputs[1].shape if len(node.inputs) > 1 else None
+    out_shape = node.outputs[0].shape
+    if node.op != "Conv" or not weight_shape or len(weight_shape) != 4:
+        raise ExportError(f"Node '{node.name}' has an im2col border but is not a 2-D Conv; "
+                          "use border granularity 'channel' for it.")
+    if not out_shape or len(out_shape) != 4 or not all(isinstance(d, int) for d in out_shape[2:]):
+        raise ExportError(f"Conv '{node.name}' has no static output height/width after shape inference; "
+                          "give the model input fixed spatial dimensions to export im2col borders.")
+    in_shape = node.inputs[0].shape
+    input_size = tuple(in_shape[2:]) if in_shape and len(in_shape) == 4 and all(
+        isinstance(d, int) for d in in_shape[2:]) else None
+    kernel = tuple(node.attrs.get("kernel_shape", weight_shape[2:]))
+    strides = tuple(node.attrs.get("strides", (1, 1)))
+    dilations = tuple(node.attrs.get("dilations", (1, 1)))
+    group = int(node.attrs.get("group", 1))
+    pads = _resolved_pads(node, kernel, strides, dilations, input_size)
+    in_channels = weight_shape[1] * group
+    if border.coeffs.shape[1] != in_channels * kernel[0] * kernel[1]:
+        raise ExportError(f"Border coefficients of Conv '{node.name}' have {border.coeffs.shape[1]} columns, "
+                          f"expected C·kh·kw = {in_channels * kernel[0] * kernel[1]}; re-run calibration.")
+    return _ConvWindows(kernel, strides, pads, dilations, group, in_channels, int(weight_shape[0]),
+                        input_size, (int(out_shape[2]), int(out_shape[3])))
+
+
+def _resolved_pads(node: gs.Node, kernel: tuple, strides: tuple, dilations: tuple,
+                   input_size: tuple[int, int] | None) -> tuple[int, int, int, int]:
+    """ONNX ``pads`` (top, left, bottom, right); auto_pad SAME_* needs the static input size."""
+    auto_pad = node.attrs.get("auto_pad", "NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if auto_pad == "VALID":
+        return (0, 0, 0, 0)
+    if auto_pad in ("NOTSET", ""):
+        return tuple(int(p) for p in node.attrs.get("pads", (0, 0, 0, 0)))  # type: ignore[return-value]
+    if input_size is None:
+        raise ExportError(f"Conv '{node.name}' uses auto_pad={auto_pad} without a static input size; "
+                          "give the model input fixed spatial dimensions.")
+    begin, end = [], []
+    for size, k, s, d in zip(input_size, kernel, strides, dilations):
+        total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
+        small, large = total // 2, total - total // 2
+        begin.append(small if auto_pad == "SAME_UPPER" else large)
+        end.append(large if auto_pad == "SAME_UPPER" else small)
+    return (begin[0], begin[1], end[0], end[1])
+
+
+def _replace_conv_by_matmul(emit: _Emitter, node: gs.Node, cols: gs.Variable, windows: _ConvWindows) -> None:
+    """y = W_dq[g, OC/g, C/g·K] @ cols[N, g, C/g·K, L] (+ bias) → the Conv's output tensor."""
+    g, out_channels = windows.group, windows.out_channels
+    group_rows = windows.in_channels // g * windows.taps
+    weight, bias = node.inputs[1], (node.inputs[2] if len(node.inputs) > 2 else None)
+    output = node.outputs[0]
+    node.inputs.clear()
+    node.outputs.clear()
+    emit.graph.nodes.remove(node)
+    grouped_cols = emit.reshape("im2col_grouped_columns", cols, [0, g, group_rows, -1])
+    grouped_weight = emit.reshape("im2col_grouped_weight", weight, [g, out_channels // g, group_rows])
+    y = emit.op("MatMul", IM2COL_MATMUL_SUFFIX[1:], [grouped_weight, grouped_cols])
+    y = emit.reshape("im2col_channels", y, [0, out_channels, -1])
+    if bias is not None and not (isinstance(bias, gs.Variable) and bias.name == ""):
+        y = emit.op("Add", "im2col_bias_add", [y, emit.reshape("im2col_bias", bias, [out_channels, 1])])
+    emit.reshape("im2col_output", y, [0, out_channels, *windows.output_size], output=output)
+
+
+def _polynomial(emit: _Emitter, v: gs.Tensor, coeffs: gs.Constant, degree: int) -> gs.Tensor:
+    """B = (b2·v + b1)·v + b0 as separate Mul/Add (b_i = coeffs[i], broadcast against v)."""
+    rows = [emit.op("Gather", f"border_b{i}", [coeffs, emit.constant(f"border_b{i}_index", np.array(i, np.int64))],
+                    {"axis": 0}) for i in range(degree)]
+    if degree == 1:
+        return rows[0]
+    border = emit.op("Mul", f"border_b{degree - 1}_v", [v, rows[degree - 1]])
+    if degree == 3:
+        border = emit.op("Add", "border_b2_v_b1", [border, rows[1]])
+        border = emit.op("Mul", "border_b2_v_b1_v", [border, v])
+    return emit.op("Add", "border", [border, rows[0]])
+
+
+def _scaled_values(emit: _Emitter, source: gs.Tensor, scale: gs.Constant, zero_point: gs.Constant) -> gs.Variable:
+    """v = x / s + z (true division, float32)."""
+    return emit.op("Add", "border_v", [emit.op("Div", "border_x_div_scale", [source, scale]), zero_point])
+
+
+def _rounded_codes(emit: _Emitter, v: gs.Tensor, border: gs.Tensor, activation: ActivationParams) -> gs.Variable:
+    """clip(ceil(v − B), qmin, qmax) as float32."""
+    up = emit.op("Ceil", "border_ceil", [emit.op("Sub", "border_v_minus_b", [v, border])])
+    bounds = [emit.constant(f"border_{n}", np.array(b, np.float32)) for n, b in (("qmin", activation.qmin),
+                                                                                   ("qmax", activation.qmax))]
+    return emit.op("Clip", "border_clip", [up, *bounds])
+
+
+def _cast_codes(emit: _Emitter, codes_float: gs.Tensor, codes: gs.Variable) -> None:
+    to = onnx.TensorProto.INT8 if codes.dtype == np.int8 else onnx.TensorProto.UINT8
+    emit.op("Cast", "input_quantized", [codes_float], {"to": to}, output=codes)
+
+
+def _elementwise_codes_onnx(emit: _Emitter, source: gs.Tensor, scale: gs.Constant, border: BorderParams,
+                            activation: ActivationParams, codes: gs.Variable) -> None:
+    degree, features = border.coeffs.shape
+    if features == 1:
+        shaped = border.coeffs.reshape(degree)
+    else:
+        rank = len(source.shape) if source.shape else None
+        if border.axis < 0:
+            trailing = -border.axis - 1
+        elif rank is not None:
+            trailing = rank - 1 - border.axis
+        else:
+            raise ExportError(f"The input of node '{emit.prefix}' has no known rank; use --border-op custom.")
+        shaped = border.coeffs.reshape(degree, features, *([1] * trailing))
+    coeffs = emit.constant(BORDER_COEFFS_SUFFIX[1:], shaped.astype(np.float32))
+    zero_point = emit.constant("input_zero_point_float", np.array(activation.zero_point, np.float32))
+    v = _scaled_values(emit, source, scale, zero_point)
+    _cast_codes(emit, _rounded_codes(emit, v, _polynomial(emit, v, coeffs, degree), activation), codes)
+
+
+def _one_hot_kernels(channels: int, kernel: tuple[int, int]) -> np.ndarray:
+    """[C·kh·kw, 1, kh, kw]: output channel (c·kh + ky)·kw + kx picks tap (ky, kx) of channel c."""
+    taps = kernel[0] * kernel[1]
+    eye = np.eye(taps, dtype=np.float32).reshape(taps, 1, *kernel)
+    return np.tile(eye, (channels, 1, 1, 1))
+
+
+def _padding_mask(windows: _ConvWindows) -> np.ndarray:
+    """bool [1, 1, kh·kw, L]: True where the window entry is padding."""
+    height, width = windows.input_size  # type: ignore[misc]
+    top, left, bottom, right = windows.pads
+    inside = np.pad(np.ones((height, width), np.float32), ((top, bottom), (left, right)))
+    (kh, kw), (sh, sw), (dh, dw) = windows.kernel, windows.strides, windows.dilations
+    out_h, out_w = windows.output_size
+    taps = [inside[ky * dh: ky * dh + sh * (out_h - 1) + 1: sh, kx * dw: kx * dw + sw * (out_w - 1) + 1: sw]
+            for ky in range(kh) for kx in range(kw)]
+    return (np.stack(taps).reshape(1, 1, kh * kw, out_h * out_w) == 0)
+
+
+def _im2col_codes_onnx(emit: _Emitter, source: gs.Tensor, scale: gs.Constant, border: BorderParams,
+                       activation: ActivationParams, codes: gs.Variable, windows: _ConvWindows) -> None:
+    """Codes [N, C·kh·kw, L] from standard ops: pad v with z, one-hot depthwise Conv, per-channel
+    ReduceMean of the borders over the kh·kw taps, ceil, clip, z at padded entries."""
+    channels, taps = windows.in_channels, windows.taps
+    degree, features = border.coeffs.shape
+    shaped = border.coeffs.reshape(degree, channels, taps, 1)
+    zero_point = emit.constant("input_zero_point_float", np.array(activation.zero_point, np.float32))
+    v = _scaled_values(emit, source, scale, zero_point)
+    if any(windows.pads):
+        if windows.input_size is None:
+            raise ExportError(f"Conv '{emit.prefix}' has a padded input of dynamic size; "
+                              "give the model input fixed spatial dimensions or use --border-op custom.")
+        top, left, bottom, right = windows.pads
+        pads = emit.constant("border_v_pads", np.array([0, 0, top, left, 0, 0, bottom, right], np.int64))
+        v = emit.op("Pad", "border_v_padded", [v, pads, zero_point], {"mode": "constant"})
+    kernels = emit.constant("border_unfold_kernels", _one_hot_kernels(channels, windows.kernel))
+    unfolded = emit.op("Conv", "border_unfold", [v, kernels], {
+        "group": channels, "kernel_shape": list(windows.kernel), "strides": list(windows.strides),
+        "dilations": list(windows.dilations), "pads": [0, 0, 0, 0]})
+    columns = emit.reshape("border_columns", unfolded, [0, channels, taps, -1])
+    coeffs = emit.constant(BORDER_COEFFS_SUFFIX[1:], shaped.astype(np.float32))
+    borders = _polynomial(emit, columns, coeffs, degree)
+    if border.fuse and taps > 1:
+        borders = _reduce_mean_taps(emit, borders)
+    codes_float = _rounded_codes(emit, columns, borders, activation)
+    if any(windows.pads):
+        mask = emit.constant("border_padding_mask", _padding_mask(windows))
+        codes_float = emit.op("Where", "border_padded_codes", [mask, zero_point, codes_float])
+    grouped = gs.Variable(f"{emit.prefix}.input_quantized_grouped", dtype=codes.dtype)
+    _cast_codes(emit, codes_float, grouped)
+    emit.reshape("input_quantized_columns", grouped, [0, channels * taps, -1], dtype=codes.dtype, output=codes)
+
+
+def _reduce_mean_taps(emit: _Emitter, borders: gs.Tensor) -> gs.Variable:
+    """Mean over the taps axis (−2) of [.., C, kh·kw, L]; axes is an input from opset 18."""
+    if emit.graph.opset >= 18:
+        axes = emit.constant("border_mean_axes", np.array([-2], np.int64))
+        return emit.op("ReduceMean", "border_mean", [borders, axes], {"keepdims": 1})
+    return emit.op("ReduceMean", "border_mean", [borders], {"axes": [-2], "keepdims": 1})

@@ -1,0 +1,199 @@
+"""Export of AQuant border rounding (DESIGN §3–4): com.aquant::BorderRound and its standard-op twin.
+
+One small model covers every form: a 3x3 conv (stride 1, pad 1, fused quadratic border), a
+grouped 3x3 stride-2 conv, a depthwise 3x3 with asymmetric pads (no fusion), a 1x1 conv (linear,
+element-wise) and a Gemm (signed int8 codes). The exported models are compared with the torch
+simulation (outputs and the codes themselves) and with each other.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from aquant_onnx.config import QuantConfig
+from aquant_onnx.export.border import BORDER_COEFFS_SUFFIX, BORDER_ROUND_SUFFIX, IM2COL_MATMUL_SUFFIX
+from aquant_onnx.export.model import export_model
+from aquant_onnx.graph.load import load_model
+from aquant_onnx.quant.border import BorderQuantizer
+from aquant_onnx.recon.attach import attach_quantizers, init_activation_ranges
+from aquant_onnx.recon.collect import collect_params
+from aquant_onnx.runtime import library
+from aquant_onnx.runtime.session import session
+from aquant_onnx.torchgraph.executor import TorchGraph
+
+logger = logging.getLogger(__name__)
+
+IM2COL_LAYERS = ("conv_a", "conv_b", "conv_c")
+LAYERS = (*IM2COL_LAYERS, "conv_d", "fc")
+
+
+def _conv(rng, name, x, out, c_in, c_out, kernel, **attrs):
+    group = attrs.get("group", 1)
+    weight = rng.normal(0, (2.0 / (kernel * kernel * c_in / group)) ** 0.5, (c_out, c_in // group, kernel, kernel))
+    inits = [numpy_helper.from_array(weight.astype(np.float32), f"{name}.w"),
+             numpy_helper.from_array(rng.normal(0, 0.1, c_out).astype(np.float32), f"{name}.b")]
+    return [helper.make_node("Conv", [x, f"{name}.w", f"{name}.b"], [out], name=name, **attrs),
+            helper.make_node("Relu", [out], [f"{out}_relu"], name=f"{name}_relu")], inits
+
+
+def border_test_model() -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    parts = [
+        _conv(rng, "conv_a", "x", "a", 4, 8, 3, pads=[1, 1, 1, 1]),
+        _conv(rng, "conv_b", "a_relu", "b", 8, 8, 3, group=2, strides=[2, 2], pads=[1, 1, 1, 1]),
+        _conv(rng, "conv_c", "b_relu", "c", 8, 8, 3, group=8, pads=[0, 1, 2, 1]),
+        _conv(rng, "conv_d", "c_relu", "d", 8, 6, 1),
+    ]
+    nodes = [n for part in parts for n in part[0]]
+    inits = [t for part in parts for t in part[1]]
+    nodes += [helper.make_node("GlobalAveragePool", ["d_relu"], ["g"], name="gap"),
+              helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+              helper.make_node("Gemm", ["f", "fc.w", "fc.b"], ["y"], name="fc", transB=1)]
+    inits += [numpy_helper.from_array(rng.normal(0, 0.5, (5, 6)).astype(np.float32), "fc.w"),
+              numpy_helper.from_array(rng.normal(0, 0.1, 5).astype(np.float32), "fc.b")]
+    graph = helper.make_graph(nodes, "border_export", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 11, 11])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5])], inits)
+    return helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _random_coeffs(rng: np.random.Generator, degree: int, features: int) -> torch.Tensor:
+    """Borders around RTN (b0 ≈ 0.5) with visible linear and quadratic terms."""
+    rows = [0.5 + 0.2 * rng.standard_normal(features), 0.05 * rng.standard_normal(features),
+            0.003 * rng.standard_normal(features)]
+    return torch.tensor(np.stack(rows[:degree]), dtype=torch.float32)
+
+
+def _attach_borders(graph: TorchGraph) -> None:
+    """Replace each layer's input quantizer by a BorderQuantizer on its grid, random coefficients."""
+    rng = np.random.default_rng(1)
+    for name, layer in graph.layers.items():
+        act = layer.input_quantizer
+        channels = layer.weight.shape[1] * layer.group
+        if name in IM2COL_LAYERS:
+            quantizer = BorderQuantizer(channels, "quadratic", act.bits, kernel=layer.kernel_shape, strides=layer.strides,
+                                        pads=layer.pads, dilations=layer.dilations, fuse=name != "conv_c")
+        elif name == "fc":  # signed codes: int8 zero point and output type
+            quantizer = BorderQuantizer(channels, "quadratic", act.bits, signed=True)
+        else:
+            quantizer = BorderQuantizer(channels, "linear", act.bits)
+        quantizer.init_from(act.step_size(), act.zero_point - (128 if quantizer.signed else 0))
+        with torch.no_grad():
+            quantizer.coeffs.copy_(_random_coeffs(rng, quantizer.coeffs.shape[0], quantizer.coeffs.shape[1]))
+        layer.input_quantizer = quantizer
+
+
+@pytest.fixture(scope="module")
+def exported() -> dict:
+    """Torch simulation (outputs, codes per layer) and both exported models on one batch."""
+    try:
+        library.library_path()
+    except Exception:  # noqa: BLE001 - build the CPU library like tests/test_custom_ops.py does
+        library.build_library(library.BUILD_DIRS[1], cuda="off", install=False, jobs=2)
+    model = load_model(border_test_model())
+    graph = TorchGraph(model)
+    attach_quantizers(graph, QuantConfig(quantize_model_input=True))
+    rng = np.random.default_rng(2)
+    calib = [{"x": torch.tensor(rng.normal(0, 1, (4, 4, 11, 11)), dtype=torch.float32)} for _ in range(2)]
+    init_activation_ranges(graph, calib, len(calib))
+    _attach_borders(graph)
+    graph.eval()
+
+    x = rng.normal(0, 1.2, (3, 4, 11, 11)).astype(np.float32)
+    inputs: dict[str, torch.Tensor] = {}
+    hooks = [layer.register_forward_pre_hook(lambda m, args, n=name: inputs.__setitem__(n, args[0]))
+             for name, layer in graph.layers.items()]
+    with torch.no_grad():
+        torch_y = graph(torch.from_numpy(x)).numpy()
+    for hook in hooks:
+        hook.remove()
+    torch_codes = {name: graph.layers[name].input_quantizer.codes(inputs[name]).numpy() for name in LAYERS}
+
+    params = collect_params(graph, model)
+    weights = {name: layer.weight_name for name, layer in graph.layers.items()}
+    results = {"torch_y": torch_y, "torch_codes": torch_codes, "x": x}
+    for op in ("custom", "onnx"):
+        out = export_model(model, params, weights, border_op=op)
+        probe = onnx.ModelProto()
+        probe.CopyFrom(out)
+        for name in LAYERS:
+            probe.graph.output.append(helper.make_tensor_value_info(
+                f"{name}.input_quantized", TensorProto.INT8 if name == "fc" else TensorProto.UINT8, None))
+        ort_outputs = session(probe, providers="cpu").run(None, {"x": x})
+        results[op] = {"model": out, "y": ort_outputs[0], "codes": dict(zip(LAYERS, ort_outputs[1:]))}
+    return results
+
+
+def test_custom_op_model_matches_torch_simulation(exported):
+    custom = exported["custom"]
+    for name in LAYERS:
+        torch_codes, ort_codes = exported["torch_codes"][name], custom["codes"][name]
+        assert ort_codes.shape == torch_codes.shape, name
+        np.testing.assert_array_equal(ort_codes.astype(np.int32), torch_codes, err_msg=name)
+    # int8 codes for the signed Gemm input, uint8 elsewhere
+    assert custom["codes"]["fc"].dtype == np.int8 and custom["codes"]["conv_a"].dtype == np.uint8
+    # 4-bit clipping and non-RTN borders are exercised
+    assert custom["codes"]["conv_b"].max() == 15 and custom["codes"]["conv_b"].min() == 0
+    torch_y = exported["torch_y"]
+    relative = np.abs(custom["y"] - torch_y).max() / np.abs(torch_y).max()
+    logger.info("custom-op model vs torch: max relative |Δy| = %.2e", relative)
+    assert relative <= 1e-4
+
+
+def test_standard_op_model_matches_custom_op_model(exported):
+    total = differing = 0
+    for name in LAYERS:
+        custom_codes, onnx_codes = exported["custom"]["codes"][name], exported["onnx"]["codes"][name]
+        assert onnx_codes.shape == custom_codes.shape and onnx_codes.dtype == custom_codes.dtype, name
+        delta = np.abs(onnx_codes.astype(np.int32) - custom_codes.astype(np.int32))
+        assert delta.max() <= 1, name
+        total += delta.size
+        differing += int(np.count_nonzero(delta))
+    fraction = differing / total
+    logger.info("standard-op vs custom-op codes: %d of %d differ (%.2e)", differing, total, fraction)
+    assert fraction <= 1e-4
+    if differing == 0:
+        np.testing.assert_allclose(exported["onnx"]["y"], exported["custom"]["y"], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["custom", "onnx"])
+def test_exported_graph_is_valid_and_named(exported, op):
+    model = exported[op]["model"]
+    onnx.checker.check_model(model)
+    assert model.ir_version <= 10
+    nodes = {node.name: node for node in model.graph.node}
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for name in LAYERS:
+        coeffs = inits[f"{name}{BORDER_COEFFS_SUFFIX}"]
+        assert coeffs.shape[0] == (2 if name == "conv_d" else 3)
+        assert all(node.startswith(name) for node in nodes if f"{name}." in node)
+    for name in IM2COL_LAYERS:
+        assert name not in nodes and nodes[f"{name}{IM2COL_MATMUL_SUFFIX}"].op_type == "MatMul"
+        assert inits[f"{name}{BORDER_COEFFS_SUFFIX}"].size == 3 * 8 * 9
+    assert nodes["conv_d"].op_type == "Conv" and nodes["fc"].op_type == "Gemm"
+    # downstream nodes read the original tensor names
+    assert nodes["conv_b_relu"].input[0] == "b"
+    border_nodes = [n for n in model.graph.node if n.op_type == "BorderRound"]
+    if op == "custom":
+        assert sorted(n.name for n in border_nodes) == sorted(f"{name}{BORDER_ROUND_SUFFIX}" for name in LAYERS)
+        assert {d.domain: d.version for d in model.opset_import}.get("com.aquant") == 1
+        by_layer = {n.name.removesuffix(BORDER_ROUND_SUFFIX): n for n in border_nodes}
+        attrs = {a.name: helper.get_attribute_value(a) for a in by_layer["conv_c"].attribute}
+        assert attrs["pads"] == [0, 1, 2, 1] and attrs["fuse"] == 0 and attrs["qmax"] == 15
+        assert {a.name: helper.get_attribute_value(a) for a in by_layer["conv_b"].attribute}["strides"] == [2, 2]
+    else:
+        assert not border_nodes and all(d.domain in ("", "ai.onnx") for d in model.opset_import)
+
+
+def test_standard_op_model_runs_in_stock_onnxruntime(exported):
+    import onnxruntime as ort
+
+    model = exported["onnx"]["model"]
+    plain = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    y = plain.run(None, {"x": exported["x"]})[0]
+    np.testing.assert_allclose(y, exported["onnx"]["y"], rtol=0, atol=1e-6)
