@@ -43,6 +43,7 @@ class Calibrated:
     params: QuantizedModelParams
     config: QuantConfig
     preprocessing: Preprocessing | None
+    summary: list[dict]  # one row per reconstructed block/layer: losses, iterations, seconds
 
 
 def resolve_device(name: str) -> torch.device:
@@ -108,7 +109,7 @@ def calibrate(
         "aquant.layers": json.dumps({name: {"w_bits": b.weight, "a_bits": b.activation} for name, b in bits.items()}),
         **(prep.to_metadata() if prep is not None else {}),
     }
-    return Calibrated(canonical, graph, params, config, prep)
+    return Calibrated(canonical, graph, params, config, prep, ctx.summary)
 
 
 def export(calibrated: Calibrated) -> onnx.ModelProto:

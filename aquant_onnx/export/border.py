@@ -18,8 +18,8 @@ named ``<layer>.<role>``; the coefficients are the initializer ``<layer>.border_
 codes the tensor ``<layer>.input_quantized`` in both forms.
 
 The standard-op form unfolds v with a depthwise Conv of one-hot kernels (exact: one product with
-1.0, the rest sums of ±0.0) after padding v with z, and fuses with ReduceMean, whose summation
-order may differ from the op's sequential float32 sum: rarely a code differs by one.
+1.0, the rest sums of ±0.0) after padding v with z, and fuses with Split + a chain of Adds + Div,
+the op's own summation order, so both forms give the same codes bit for bit.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ AQUANT_DOMAIN = "com.aquant"
 BORDER_ROUND_SUFFIX = ".border_round"
 IM2COL_MATMUL_SUFFIX = ".im2col_matmul"
 BORDER_COEFFS_SUFFIX = ".border_coeffs"
+BORDER_UNFOLD_SUFFIX = ".border_unfold"  # the one-hot Conv of the standard-op im2col form
 BORDER_OPS = ("custom", "onnx")
 
 
@@ -138,8 +139,19 @@ def _border_round_node(emit: _Emitter, source: gs.Tensor, scale: gs.Constant, ze
         attrs.update(kernel_shape=list(windows.kernel), strides=list(windows.strides), pads=list(windows.pads),
                      dilations=list(windows.dilations), fuse=int(border.fuse))
     coeffs = emit.constant(BORDER_COEFFS_SUFFIX[1:], border.coeffs.astype(np.float32))
+    _import_aquant_domain(emit.graph)
     emit.op("BorderRound", BORDER_ROUND_SUFFIX[1:], [source, scale, zero_point, coeffs], attrs,
             output=codes, domain=AQUANT_DOMAIN)
+
+
+def _import_aquant_domain(graph: gs.Graph) -> None:
+    """Add ``com.aquant`` version 1 to the graph's opset imports, in a new list: onnx-graphsurgeon
+    imports the source model's ``opset_import`` field itself, and appending there would change
+    the caller's float model."""
+    domains = list(graph.import_domains or [onnx.helper.make_opsetid("", graph.opset)])
+    if not any(d.domain == AQUANT_DOMAIN for d in domains):
+        domains.append(onnx.helper.make_opsetid(AQUANT_DOMAIN, 1))
+    graph.import_domains = domains
 
 
 def _conv_windows(node: gs.Node, border: BorderParams) -> _ConvWindows:
@@ -280,9 +292,9 @@ def _padding_mask(windows: _ConvWindows) -> np.ndarray:
 def _im2col_codes_onnx(emit: _Emitter, source: gs.Tensor, scale: gs.Constant, border: BorderParams,
                        activation: ActivationParams, codes: gs.Variable, windows: _ConvWindows) -> None:
     """Codes [N, C·kh·kw, L] from standard ops: pad v with z, one-hot depthwise Conv, per-channel
-    ReduceMean of the borders over the kh·kw taps, ceil, clip, z at padded entries."""
+    mean of the borders over the kh·kw taps, ceil, clip, z at padded entries."""
     channels, taps = windows.in_channels, windows.taps
-    degree, features = border.coeffs.shape
+    degree = border.coeffs.shape[0]
     shaped = border.coeffs.reshape(degree, channels, taps, 1)
     zero_point = emit.constant("input_zero_point_float", np.array(activation.zero_point, np.float32))
     v = _scaled_values(emit, source, scale, zero_point)
@@ -294,14 +306,14 @@ def _im2col_codes_onnx(emit: _Emitter, source: gs.Tensor, scale: gs.Constant, bo
         pads = emit.constant("border_v_pads", np.array([0, 0, top, left, 0, 0, bottom, right], np.int64))
         v = emit.op("Pad", "border_v_padded", [v, pads, zero_point], {"mode": "constant"})
     kernels = emit.constant("border_unfold_kernels", _one_hot_kernels(channels, windows.kernel))
-    unfolded = emit.op("Conv", "border_unfold", [v, kernels], {
+    unfolded = emit.op("Conv", BORDER_UNFOLD_SUFFIX[1:], [v, kernels], {
         "group": channels, "kernel_shape": list(windows.kernel), "strides": list(windows.strides),
         "dilations": list(windows.dilations), "pads": [0, 0, 0, 0]})
     columns = emit.reshape("border_columns", unfolded, [0, channels, taps, -1])
     coeffs = emit.constant(BORDER_COEFFS_SUFFIX[1:], shaped.astype(np.float32))
     borders = _polynomial(emit, columns, coeffs, degree)
     if border.fuse and taps > 1:
-        borders = _reduce_mean_taps(emit, borders)
+        borders = _fused_mean(emit, borders, taps)
     codes_float = _rounded_codes(emit, columns, borders, activation)
     if any(windows.pads):
         mask = emit.constant("border_padding_mask", _padding_mask(windows))
@@ -311,9 +323,15 @@ def _im2col_codes_onnx(emit: _Emitter, source: gs.Tensor, scale: gs.Constant, bo
     emit.reshape("input_quantized_columns", grouped, [0, channels * taps, -1], dtype=codes.dtype, output=codes)
 
 
-def _reduce_mean_taps(emit: _Emitter, borders: gs.Tensor) -> gs.Variable:
-    """Mean over the taps axis (−2) of [.., C, kh·kw, L]; axes is an input from opset 18."""
-    if emit.graph.opset >= 18:
-        axes = emit.constant("border_mean_axes", np.array([-2], np.int64))
-        return emit.op("ReduceMean", "border_mean", [borders, axes], {"keepdims": 1})
-    return emit.op("ReduceMean", "border_mean", [borders], {"axes": [-2], "keepdims": 1})
+def _fused_mean(emit: _Emitter, borders: gs.Tensor, taps: int) -> gs.Variable:
+    """Mean over the taps axis (−2) of [.., C, kh·kw, L] as the op computes it: a sequential
+    float32 sum in row-major tap order, then ÷ kh·kw. (ReduceMean may sum in another order; a
+    rare code then differs by one and the difference cascades through the following layers.)"""
+    parts = [gs.Variable(f"{emit.prefix}.border_tap{i}", dtype=np.float32) for i in range(taps)]
+    sizes = emit.constant("border_tap_sizes", np.ones(taps, np.int64))
+    emit.graph.nodes.append(gs.Node("Split", name=f"{emit.prefix}.border_taps", inputs=[borders, sizes],
+                                    outputs=parts, attrs={"axis": -2}))
+    total = parts[0]
+    for i, part in enumerate(parts[1:], start=1):
+        total = emit.op("Add", f"border_sum{i}", [total, part])
+    return emit.op("Div", "border_mean", [total, emit.constant("border_taps_count", np.array(taps, np.float32))])

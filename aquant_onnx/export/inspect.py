@@ -18,7 +18,7 @@ from onnx import numpy_helper
 
 from ..graph.layers import constant_names, is_quantizable
 from ..graph.load import read_model
-from .border import BORDER_ROUND_SUFFIX, IM2COL_MATMUL_SUFFIX
+from .border import BORDER_COEFFS_SUFFIX, BORDER_ROUND_SUFFIX, BORDER_UNFOLD_SUFFIX, IM2COL_MATMUL_SUFFIX
 
 LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -78,6 +78,8 @@ def _codes_bits(producers: dict[str, onnx.NodeProto], inits: dict[str, np.ndarra
     if dq is None or dq.op_type != "DequantizeLinear":
         return None
     codes = producers.get(dq.input[0])
+    while codes is not None and codes.op_type in ("Reshape", "Cast", "Where"):  # BorderRound as standard ops
+        codes = producers.get(codes.input[2 if codes.op_type == "Where" else 0])
     if codes is not None and codes.op_type == "Clip" and len(codes.input) == 3 and codes.input[2] in inits:
         return _bits_of_span(np.array([inits[codes.input[1]], inits[codes.input[2]]]))
     if codes is not None and codes.op_type == "BorderRound":
@@ -99,7 +101,7 @@ def inspect_model(path: str | os.PathLike) -> ModelReport:
     constants |= {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in constants}
     constants |= {n.output[0] for n in model.graph.node if n.op_type == "Reshape" and n.input[0] in constants}
     for node in model.graph.node:
-        if node.op_type not in LAYER_OPS or not is_quantizable(node, constants):
+        if node.op_type not in LAYER_OPS or not is_quantizable(node, constants) or node.name.endswith(BORDER_UNFOLD_SUFFIX):
             continue
         weight_index = 0 if node.op_type == "MatMul" and node.input[0] in constants else 1
         weight_tensor = _before_reshape(producers, node.input[weight_index])
@@ -117,16 +119,33 @@ def inspect_model(path: str | os.PathLike) -> ModelReport:
         report.layers.append(
             LayerRow(name, op_type, w_bits, a_bits, count, 4 * count, -(-count * (w_bits or 32) // 8))
         )
+    _add_borders(model, inits, report)
+    return report
+
+
+def _add_borders(model: onnx.ModelProto, inits: dict[str, np.ndarray], report: ModelReport) -> None:
+    """Border coefficients per layer: BorderRound inputs, or the ``<layer>.border_coeffs``
+    initializers of the standard-op form (stored broadcastable, shown as [D, F])."""
+    rows = {row.name: row for row in report.layers}
+    node_names = {node.name for node in model.graph.node}
+    seen = set()
     for node in model.graph.node:
         if node.op_type == "BorderRound" and len(node.input) > 3 and node.input[3] in inits:
-            coeffs = inits[node.input[3]]
-            report.border_params += int(coeffs.size)
+            seen.add(node.input[3])
             form = "im2col" if any(a.name == "kernel_shape" for a in node.attribute) else "element-wise"
-            layer = node.name.removesuffix(BORDER_ROUND_SUFFIX)
-            for row in report.layers:
-                if row.name == layer:
-                    row.border = f"{list(coeffs.shape)} {form}"
-    return report
+            _add_border(report, rows, node.name.removesuffix(BORDER_ROUND_SUFFIX), inits[node.input[3]], form)
+    for name, coeffs in inits.items():
+        if name.endswith(BORDER_COEFFS_SUFFIX) and name not in seen:
+            layer = name.removesuffix(BORDER_COEFFS_SUFFIX)
+            form = "im2col" if layer + BORDER_UNFOLD_SUFFIX in node_names else "element-wise"
+            degree = len(coeffs) if coeffs.ndim else 1
+            _add_border(report, rows, layer, coeffs.reshape(degree, -1), form)
+
+
+def _add_border(report: ModelReport, rows: dict[str, LayerRow], layer: str, coeffs: np.ndarray, form: str) -> None:
+    report.border_params += int(coeffs.size)
+    if layer in rows:
+        rows[layer].border = f"{list(coeffs.shape)} {form}"
 
 
 def format_report(report: ModelReport) -> str:

@@ -104,7 +104,7 @@ class ReconstructionMethod(CalibrationMethod):
         for quantizer in self.unit_quantizers(ctx, unit):
             if hasattr(quantizer, "harden"):
                 quantizer.harden()
-            if isinstance(quantizer, ActQuantizer):
+            if hasattr(quantizer, "drop_prob"):  # activation and border quantizers
                 quantizer.drop_prob = 0.0
             quantizer.eval()
 
@@ -178,8 +178,8 @@ class ReconstructionMethod(CalibrationMethod):
             if getattr(quantizer, "enabled", True) and hasattr(quantizer, "learnable_parameters"):
                 for kind, params in quantizer.learnable_parameters().items():
                     by_kind.setdefault(kind, []).extend(params)
-            if isinstance(quantizer, ActQuantizer):
-                quantizer.drop_prob = recon.drop_prob if self.use_drop else 0.0
+            if hasattr(quantizer, "drop_prob"):
+                quantizer.drop_prob = self.input_drop_prob(ctx)
         settings = LoopSettings(
             iters=recon.iters,
             batch_size=recon.batch_size,

@@ -75,4 +75,4 @@ class RoundToNearest(CalibrationMethod):
         return None
 
 
-from . import block_methods  # noqa: E402,F401  (registers adaround, brecq, qdrop, flexround)
+from . import aquant, block_methods  # noqa: E402,F401  (register adaround, brecq, qdrop, flexround, aquant)

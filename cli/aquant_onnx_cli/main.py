@@ -176,6 +176,9 @@ def quantize(model: Path, calib: Path, output: Path, first_layer_w_bits: str, la
         **{key: value for key, value in options.items() if value is not None},
     )
     save_model_atomic(export(calibrated), output)
+    for row in calibrated.summary:
+        click.echo(f"  {row['block']:<10} {row['iters']:>6} iters  loss {row['loss_start']:.4g} -> {row['loss_end']:.4g}"
+                   f"  {row['seconds']:.1f} s", err=True)
     click.echo(f"wrote {output} ({calibrated.config.method.value}, W{calibrated.config.w_bits}A{calibrated.config.a_bits}, "
                f"{len(calibrated.params.layers)} layers)")
 
