@@ -35,7 +35,9 @@ def export_model(
     ``weight_names`` maps each quantized node name to the name of its weight tensor.
     Returns a checked ModelProto with ir_version <= 10 and the metadata in ``params``.
     """
-    graph = gs.import_onnx(model)
+    source = onnx.ModelProto()
+    source.CopyFrom(model)  # graphsurgeon shares opset_import with its source: never edit the caller's model
+    graph = gs.import_onnx(source)
     nodes = {node.name: node for node in graph.nodes}
     for name, layer in params.layers.items():
         if name not in nodes:

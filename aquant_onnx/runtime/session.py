@@ -46,12 +46,15 @@ def session(
     model: str | Path | bytes,
     providers: Sequence[Any] | str = ("CPUExecutionProvider",),
     exact_int8: bool = True,
+    intra_op_threads: int | None = None,
 ) -> Any:
     """Open ``model`` (path, serialized bytes or ModelProto) in ONNX Runtime with the op library registered.
 
     ``providers`` takes ORT provider names/tuples or the aliases ``"cpu"``/``"cuda"``.
     ``exact_int8`` sets ``session.x64quantprecision`` so the CPU EP's integer kernels do
     not saturate in 16-bit intermediates on hosts without VNNI (tools/README §3).
+    ``intra_op_threads`` fixes ORT's intra-op thread pool size (``None``: ORT's default,
+    one thread per physical core), e.g. for reproducible latency measurements.
 
     Raises:
         RuntimeLibraryError: the model uses ``com.aquant`` ops and the library is missing or
@@ -68,6 +71,8 @@ def session(
         model = model.SerializeToString()
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if intra_op_threads is not None:
+        options.intra_op_num_threads = intra_op_threads
     if exact_int8:
         options.add_session_config_entry("session.x64quantprecision", "1")
     _register_library(options, model, providers)

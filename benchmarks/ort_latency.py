@@ -1,0 +1,412 @@
+"""ONNX Runtime latency of FP32, plain QDQ and AQuant models, and BorderRound kernel throughput (DESIGN §5, §7).
+
+    python -m benchmarks.ort_latency --models resnet20,mobilenet_v2 --batches 1,32 [--provider cpu|cuda]
+        [--variants fp32,qdq_w8a8,...] [--kernel] [--threads 2] [--iters 2] [--num-calib 32] [--resume]
+
+Models are calibrated with a tiny schedule (``--iters``, ``--num-calib``): latency depends on the
+graph, not on how well the parameters were learned. Exported models are cached in ``--work-dir``
+(default ``out/ort_latency``, not committed). Variants:
+
+- ``fp32``: the float model; ``qdq_w8a8``: QDrop W8A8, Q -> DQ (ORT fuses it into integer kernels);
+- ``qdq_w4a4``: QDrop W4A4, Q -> Clip -> DQ below 8 bits (the reference of the AQuant ratios);
+- ``aquant_channel`` / ``aquant_im2col``: AQuant W4A4 with ``com.aquant::BorderRound``;
+  ``*_onnx``: the same models with ``--border-op onnx`` (standard ops only).
+
+Timing: ``--warmup`` runs, then the median of N runs, N chosen so a cell takes about
+``--seconds`` (at least ``--min-runs``); random input; intra-op threads fixed to ``--threads``.
+``--kernel`` adds the BorderRound kernel on a MobileNetV2-sized activation [N, 96, 112, 112]:
+GB/s of input read, next to QuantizeLinear on the same tensor (and, on CUDA, a torch
+device-to-device copy). ``--profile`` writes ORT profiles of each model cell and logs the op types
+that take the most time. One CSV row per (model, variant, batch, provider) is appended to
+``benchmarks/results/ort_latency.csv``; ``ort_latency.md`` is regenerated from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from .models import MODELS
+
+logger = logging.getLogger(__name__)
+
+RESULTS = Path(__file__).parent / "results"
+CSV_PATH = RESULTS / "ort_latency.csv"
+MD_PATH = RESULTS / "ort_latency.md"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FIELDS = ["model", "variant", "batch", "provider", "median_ms", "runs", "gb_per_s", "ratio_vs_qdq_w4a4",
+          "ratio_vs_fp32", "threads", "load_1min", "calib", "ort", "device", "date", "commit"]
+# variant -> calibration options (None: the float model) and border op of the export.
+VARIANTS: dict[str, dict | None] = {
+    "fp32": None,
+    "qdq_w8a8": {"method": "qdrop", "w_bits": 8, "a_bits": 8},
+    "qdq_w4a4": {"method": "qdrop", "w_bits": 4, "a_bits": 4},
+    "aquant_channel": {"method": "aquant", "w_bits": 4, "a_bits": 4, "border_granularity": "channel"},
+    "aquant_channel_onnx": {"method": "aquant", "w_bits": 4, "a_bits": 4, "border_granularity": "channel",
+                            "border_op": "onnx"},
+    "aquant_im2col": {"method": "aquant", "w_bits": 4, "a_bits": 4, "border_granularity": "im2col"},
+    "aquant_im2col_onnx": {"method": "aquant", "w_bits": 4, "a_bits": 4, "border_granularity": "im2col",
+                           "border_op": "onnx"},
+}
+KERNEL_MODEL = "kernel[N,96,112,112]"  # MobileNetV2's largest depthwise-conv input (block 2)
+KERNEL_CHANNELS, KERNEL_SIZE = 96, 112
+
+
+def _provider_name(provider: str) -> str:
+    return {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}[provider]
+
+
+def _load_1min() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+# ---------------------------------------------------------------- models
+
+
+def build_models(model_key: str, variants: list[str], work_dir: Path, iters: int, num_calib: int) -> dict[str, Path]:
+    """Export every variant of ``model_key`` once into ``work_dir`` (cached across runs).
+
+    Variants that differ only in ``border_op`` share one calibration.
+    """
+    from aquant_onnx.config import BorderOp
+    from aquant_onnx.pipeline import calibrate, export
+
+    spec = MODELS[model_key]
+    out = work_dir / model_key
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    calibrated_by_options: dict[str, Any] = {}
+    for variant in variants:
+        options = VARIANTS[variant]
+        if options is None:
+            paths[variant] = Path(spec["path"])
+            continue
+        path = out / f"{variant}.onnx"
+        paths[variant] = path
+        if path.exists():
+            continue
+        calib_options = {k: v for k, v in options.items() if k != "border_op"}
+        key = json.dumps(calib_options, sort_keys=True)
+        if key not in calibrated_by_options:
+            logger.info("calibrating %s %s (iters=%d, num_calib=%d)", model_key, key, iters, num_calib)
+            calibrated_by_options[key] = calibrate(spec["path"], spec["calib"], iters=iters, num_calib=num_calib,
+                                                   **calib_options)
+        calibrated = calibrated_by_options[key]
+        calibrated.config.export.border_op = BorderOp(options.get("border_op", "custom"))
+        onnx.save(export(calibrated), str(path))
+    return paths
+
+
+def _input_feeds(sess: Any, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    feeds = {}
+    for inp in sess.get_inputs():
+        shape = [batch if i == 0 else dim for i, dim in enumerate(inp.shape)]
+        if not all(isinstance(dim, int) for dim in shape):
+            raise SystemExit(f"input {inp.name} has a symbolic dimension besides the batch: {inp.shape}")
+        feeds[inp.name] = rng.standard_normal(shape).astype(np.float32)
+    return feeds
+
+
+def _runner(sess: Any, feeds: dict[str, np.ndarray], provider: str) -> Callable[[], None]:
+    """One synchronous inference; on CUDA inputs and outputs stay on the device (IOBinding)."""
+    if provider == "cpu":
+        return lambda: sess.run(None, feeds)
+    import onnxruntime as ort
+
+    binding = sess.io_binding()
+    for name, value in feeds.items():
+        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, "cuda", 0))
+    for out in sess.get_outputs():
+        binding.bind_output(out.name, "cuda")
+    return lambda: sess.run_with_iobinding(binding)
+
+
+def time_call(call: Callable[[], None], warmup: int, seconds: float, min_runs: int) -> tuple[float, int]:
+    """Median wall time in ms of ``call`` over N runs, N so the runs take about ``seconds`` in total."""
+    for _ in range(warmup):
+        call()
+    start = time.perf_counter()
+    call()
+    first = time.perf_counter() - start
+    runs = max(min_runs, min(1000, int(seconds / max(first, 1e-6))))
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3, runs
+
+
+def open_session(path: Path | bytes, provider: str, threads: int, profile_prefix: str | None = None) -> Any:
+    """``aquant_onnx.runtime.session``; with ``profile_prefix`` an equivalent session with ORT profiling on."""
+    from aquant_onnx.runtime import session
+
+    providers = [_provider_name(provider)] + (["CPUExecutionProvider"] if provider == "cuda" else [])
+    if profile_prefix is None:
+        sess = session(path if isinstance(path, bytes) else str(path), providers=providers, intra_op_threads=threads)
+    else:
+        import onnxruntime as ort
+
+        from aquant_onnx.runtime import library_path
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.add_session_config_entry("session.x64quantprecision", "1")
+        options.register_custom_ops_library(str(library_path()))
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+        sess = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    if provider == "cuda" and sess.get_providers()[0] != "CUDAExecutionProvider":
+        raise SystemExit(f"CUDA EP not active for {path}: {sess.get_providers()}")
+    return sess
+
+
+def profile_summary(sess: Any, call: Callable[[], None], runs: int, top: int = 8) -> list[tuple[str, float]]:
+    """Share of node time per op type over ``runs`` profiled runs (ORT's JSON trace)."""
+    for _ in range(runs):
+        call()
+    trace = json.loads(Path(sess.end_profiling()).read_text())
+    by_op: dict[str, float] = {}
+    for event in trace:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            op = event["args"].get("op_name", "?")
+            by_op[op] = by_op.get(op, 0.0) + event["dur"]
+    total = sum(by_op.values()) or 1.0
+    return sorted(((op, round(100 * dur / total, 1)) for op, dur in by_op.items()), key=lambda kv: -kv[1])[:top]
+
+
+# ---------------------------------------------------------------- BorderRound kernel
+
+
+def _kernel_model(op: str, batch: int) -> bytes:
+    """One-node model on X [batch, 96, 112, 112]: BorderRound element-wise / im2col 3x3, or QuantizeLinear."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    shape = [batch, KERNEL_CHANNELS, KERNEL_SIZE, KERNEL_SIZE]
+    inits = [numpy_helper.from_array(np.array(0.05, np.float32), "scale"),
+             numpy_helper.from_array(np.array(8, np.uint8), "zero_point")]
+    out_shape: list[int] = shape
+    opsets = [helper.make_opsetid("", 17)]
+    if op == "QuantizeLinear":
+        node = helper.make_node("QuantizeLinear", ["x", "scale", "zero_point"], ["codes"])
+    else:
+        im2col = op == "im2col3x3"
+        width = KERNEL_CHANNELS * 9 if im2col else KERNEL_CHANNELS
+        coeffs = np.stack([0.5 + 0.05 * rng.standard_normal(width), 0.01 * rng.standard_normal(width)]).astype(np.float32)
+        inits.append(numpy_helper.from_array(coeffs, "coeffs"))  # linear borders, as for MobileNetV2
+        attrs: dict = {"qmin": 0, "qmax": 15}
+        if im2col:
+            attrs.update(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], dilations=[1, 1], fuse=1)
+            out_shape = [batch, width, KERNEL_SIZE * KERNEL_SIZE]
+        else:
+            attrs["axis"] = 1
+        node = helper.make_node("BorderRound", ["x", "scale", "zero_point", "coeffs"], ["codes"],
+                                domain="com.aquant", **attrs)
+        opsets.append(helper.make_opsetid("com.aquant", 1))
+    graph = helper.make_graph([node], "kernel", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("codes", TensorProto.UINT8, out_shape)], inits)
+    return helper.make_model(graph, ir_version=10, opset_imports=opsets).SerializeToString()
+
+
+def _torch_copy_gbps(batch: int, seconds: float, min_runs: int) -> tuple[float, int] | None:
+    """Median ms of a device-to-device copy of X (CUDA only; None without torch.cuda)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    src = torch.randn(batch, KERNEL_CHANNELS, KERNEL_SIZE, KERNEL_SIZE, device="cuda")
+    dst = torch.empty_like(src)
+
+    def copy() -> None:
+        dst.copy_(src)
+        torch.cuda.synchronize()
+
+    return time_call(copy, 10, seconds, min_runs)
+
+
+def measure_kernels(batches: list[int], provider: str, threads: int, args: argparse.Namespace) -> list[dict]:
+    rows = []
+    rng = np.random.default_rng(0)
+    for batch in batches:
+        x_bytes = batch * KERNEL_CHANNELS * KERNEL_SIZE * KERNEL_SIZE * 4
+        for op in ("QuantizeLinear", "channel", "im2col3x3"):
+            sess = open_session(_kernel_model(op, batch), provider, threads)
+            call = _runner(sess, _input_feeds(sess, batch, rng), provider)
+            ms, runs = time_call(call, args.warmup, args.seconds, args.min_runs)
+            rows.append(_row(KERNEL_MODEL, op if op == "QuantizeLinear" else f"BorderRound_{op}", batch, provider,
+                             ms, runs, threads, args, gb_per_s=round(x_bytes / ms / 1e6, 2)))
+        if provider == "cuda":
+            copied = _torch_copy_gbps(batch, args.seconds, args.min_runs)
+            if copied is not None:
+                rows.append(_row(KERNEL_MODEL, "torch_d2d_copy", batch, provider, copied[0], copied[1], threads,
+                                 args, gb_per_s=round(x_bytes / copied[0] / 1e6, 2)))
+    return rows
+
+
+# ---------------------------------------------------------------- rows and tables
+
+
+def _device(provider: str) -> str:
+    if provider == "cuda":
+        try:
+            import torch
+
+            return torch.cuda.get_device_name(0)
+        except Exception:  # torch without CUDA: the provider name is all we know
+            return "cuda"
+    return f"{platform.machine()} {os.cpu_count()} cores"
+
+
+def _row(model: str, variant: str, batch: int, provider: str, ms: float, runs: int, threads: int,
+         args: argparse.Namespace, gb_per_s: float | str = "", calib: str = "") -> dict:
+    import onnxruntime as ort
+
+    row = {"model": model, "variant": variant, "batch": batch, "provider": provider, "median_ms": round(ms, 3),
+           "runs": runs, "gb_per_s": gb_per_s, "ratio_vs_qdq_w4a4": "", "ratio_vs_fp32": "", "threads": threads,
+           "load_1min": _load_1min(), "calib": calib, "ort": ort.__version__, "device": _device(provider),
+           "date": datetime.date.today().isoformat(), "commit": _commit()}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def _key(row: dict) -> tuple:
+    return row["model"], row["variant"], str(row["batch"]), row["provider"]
+
+
+def read_rows() -> list[dict]:
+    if not CSV_PATH.exists():
+        return []
+    with CSV_PATH.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """Fill ``ratio_vs_*`` from the latest reference row of the same (model, batch, provider)."""
+    reference = {}
+    for row in rows:
+        reference[(row["model"], str(row["batch"]), row["provider"], row["variant"])] = float(row["median_ms"])
+    for row in rows:
+        for variant, field in (("qdq_w4a4", "ratio_vs_qdq_w4a4"), ("fp32", "ratio_vs_fp32")):
+            ref = reference.get((row["model"], str(row["batch"]), row["provider"], variant))
+            if ref and not row["model"].startswith("kernel"):
+                row[field] = round(float(row["median_ms"]) / ref, 2)
+
+
+def write(rows: list[dict]) -> None:
+    """Append ``rows`` to the CSV (ratios recomputed for every row) and regenerate the markdown."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    all_rows = read_rows() + rows
+    add_ratios(all_rows)
+    with CSV_PATH.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, FIELDS)
+        writer.writeheader()
+        writer.writerows(all_rows)
+    model_fields = ["model", "variant", "batch", "provider", "median_ms", "ratio_vs_qdq_w4a4", "ratio_vs_fp32",
+                    "runs", "threads", "load_1min", "calib", "ort", "date", "commit"]
+    kernel_fields = ["model", "variant", "batch", "provider", "median_ms", "gb_per_s", "runs", "threads",
+                     "load_1min", "ort", "device", "date"]
+    lines = ["# ONNX Runtime latency (median of N runs, random input)", "",
+             "Generated from `ort_latency.csv` by `python -m benchmarks.ort_latency`. Quantized models come from a",
+             "tiny calibration schedule (`calib` column): latency depends on the graph, not on the learned values.",
+             "Ratios are against the QDrop W4A4 QDQ model and the FP32 model of the same (model, batch, provider).",
+             "", "## Models", ""]
+    lines += _table([r for r in all_rows if not r["model"].startswith("kernel")], model_fields)
+    lines += ["", "## BorderRound kernel (GB/s of float32 input read)", ""]
+    lines += _table([r for r in all_rows if r["model"].startswith("kernel")], kernel_fields)
+    MD_PATH.write_text("\n".join(lines) + "\n")
+
+
+def _table(rows: list[dict], fields: list[str]) -> list[str]:
+    lines = ["| " + " | ".join(fields) + " |", "|" + "---|" * len(fields)]
+    return lines + ["| " + " | ".join(str(r[f]) for f in fields) + " |" for r in rows]
+
+
+# ---------------------------------------------------------------- main
+
+
+def measure_models(args: argparse.Namespace, done: set[tuple]) -> list[dict]:
+    rows = []
+    rng = np.random.default_rng(0)
+    calib = f"iters={args.iters},num_calib={args.num_calib}"
+    for model_key in args.models.split(","):
+        variants = args.variants.split(",")
+        pending = [(v, b) for v in variants for b in args.batches
+                   if (model_key, v, str(b), args.provider) not in done]
+        if not pending and not args.profile:
+            continue
+        paths = build_models(model_key, variants, Path(args.work_dir), args.iters, args.num_calib)
+        for variant, batch in pending:
+            sess = open_session(paths[variant], args.provider, args.threads)
+            call = _runner(sess, _input_feeds(sess, batch, rng), args.provider)
+            ms, runs = time_call(call, args.warmup, args.seconds, args.min_runs)
+            rows.append(_row(model_key, variant, batch, args.provider, ms, runs, args.threads, args,
+                             calib="" if variant == "fp32" else calib))
+        if args.profile:
+            for variant in variants:
+                prefix = str(Path(args.work_dir) / model_key / f"profile_{variant}_b{args.batches[-1]}")
+                sess = open_session(paths[variant], args.provider, args.threads, prefix)
+                call = _runner(sess, _input_feeds(sess, args.batches[-1], rng), args.provider)
+                call()
+                print(json.dumps({"profile": f"{model_key}/{variant}/b{args.batches[-1]}",
+                                  "top_ops_percent": profile_summary(sess, call, 5)}), flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="resnet20,mobilenet_v2")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--batches", default="1,32", type=lambda s: [int(b) for b in s.split(",")])
+    parser.add_argument("--provider", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=2, help="ORT intra-op threads")
+    parser.add_argument("--iters", type=int, default=2, help="reconstruction iterations (tiny: latency only)")
+    parser.add_argument("--num-calib", type=int, default=32)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0, help="target time per cell")
+    parser.add_argument("--min-runs", type=int, default=5)
+    parser.add_argument("--kernel", action="store_true", help="also measure the BorderRound kernel")
+    parser.add_argument("--kernel-only", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="ORT-profile each variant at the last batch size")
+    parser.add_argument("--work-dir", default=str(REPO_ROOT / "out" / "ort_latency"))
+    parser.add_argument("--resume", action="store_true", help="skip rows already in the CSV")
+    parser.add_argument("--dry-run", action="store_true", help="print rows, write nothing")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    unknown = set(args.variants.split(",")) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variants {sorted(unknown)}; choose from {','.join(VARIANTS)}")
+    print(json.dumps({"uptime": os.popen("uptime").read().strip()}), flush=True)
+    done = {_key(r) for r in read_rows()} if args.resume else set()
+    rows = [] if args.kernel_only else measure_models(args, done)
+    if args.kernel or args.kernel_only:
+        kernel_rows = measure_kernels(args.batches, args.provider, args.threads, args)
+        rows += [r for r in kernel_rows if _key(r) not in done]
+    if not args.dry_run:
+        write(rows)
+
+
+if __name__ == "__main__":
+    main()
