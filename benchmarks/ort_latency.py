@@ -247,18 +247,22 @@ def _torch_copy_gbps(batch: int, seconds: float, min_runs: int) -> tuple[float, 
     return time_call(copy, 10, seconds, min_runs)
 
 
-def measure_kernels(batches: list[int], provider: str, threads: int, args: argparse.Namespace) -> list[dict]:
+def measure_kernels(batches: list[int], provider: str, threads: int, args: argparse.Namespace,
+                    done: set[tuple]) -> list[dict]:
     rows = []
     rng = np.random.default_rng(0)
     for batch in batches:
         x_bytes = batch * KERNEL_CHANNELS * KERNEL_SIZE * KERNEL_SIZE * 4
         for op in ("QuantizeLinear", "channel", "im2col3x3"):
+            variant = op if op == "QuantizeLinear" else f"BorderRound_{op}"
+            if (KERNEL_MODEL, variant, str(batch), provider) in done:
+                continue
             sess = open_session(_kernel_model(op, batch), provider, threads)
             call = _runner(sess, _input_feeds(sess, batch, rng), provider)
             ms, runs = time_call(call, args.warmup, args.seconds, args.min_runs)
-            rows.append(_row(KERNEL_MODEL, op if op == "QuantizeLinear" else f"BorderRound_{op}", batch, provider,
-                             ms, runs, threads, args, gb_per_s=round(x_bytes / ms / 1e6, 2)))
-        if provider == "cuda":
+            rows.append(_row(KERNEL_MODEL, variant, batch, provider, ms, runs, threads, args,
+                             gb_per_s=round(x_bytes / ms / 1e6, 2)))
+        if provider == "cuda" and (KERNEL_MODEL, "torch_d2d_copy", str(batch), provider) not in done:
             copied = _torch_copy_gbps(batch, args.seconds, args.min_runs)
             if copied is not None:
                 rows.append(_row(KERNEL_MODEL, "torch_d2d_copy", batch, provider, copied[0], copied[1], threads,
@@ -282,6 +286,7 @@ def _device(provider: str) -> str:
 
 def _row(model: str, variant: str, batch: int, provider: str, ms: float, runs: int, threads: int,
          args: argparse.Namespace, gb_per_s: float | str = "", calib: str = "") -> dict:
+    """One result row, printed and (unless ``--dry-run``) saved at once, so an interrupted run can ``--resume``."""
     import onnxruntime as ort
 
     row = {"model": model, "variant": variant, "batch": batch, "provider": provider, "median_ms": round(ms, 3),
@@ -289,6 +294,8 @@ def _row(model: str, variant: str, batch: int, provider: str, ms: float, runs: i
            "load_1min": _load_1min(), "calib": calib, "ort": ort.__version__, "device": _device(provider),
            "date": datetime.date.today().isoformat(), "commit": _commit()}
     print(json.dumps(row), flush=True)
+    if not args.dry_run:
+        write([row])
     return row
 
 
@@ -400,12 +407,10 @@ def main() -> None:
         parser.error(f"unknown variants {sorted(unknown)}; choose from {','.join(VARIANTS)}")
     print(json.dumps({"uptime": os.popen("uptime").read().strip()}), flush=True)
     done = {_key(r) for r in read_rows()} if args.resume else set()
-    rows = [] if args.kernel_only else measure_models(args, done)
+    if not args.kernel_only:
+        measure_models(args, done)
     if args.kernel or args.kernel_only:
-        kernel_rows = measure_kernels(args.batches, args.provider, args.threads, args)
-        rows += [r for r in kernel_rows if _key(r) not in done]
-    if not args.dry_run:
-        write(rows)
+        measure_kernels(args.batches, args.provider, args.threads, args, done)
 
 
 if __name__ == "__main__":

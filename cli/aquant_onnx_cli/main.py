@@ -78,6 +78,9 @@ def main(debug: bool, verbose: int) -> None:
     aquant-onnx quantize model.onnx --calib images/ -o model.aquant.onnx
     aquant-onnx eval model.aquant.onnx --data val/
     aquant-onnx inspect model.aquant.onnx
+
+    Exit codes: 0 success, 1 a problem with the input or options (one "error:" line on
+    stderr), 2 command-line usage error, 130 interrupted.
     """
     _setup_logging(verbose)
 
