@@ -1,4 +1,4 @@
-// CPU kernel of com.aquant::BorderRound: the reference implementation (DESIGN.md §3–4).
+// CPU kernel of com.aquant::BorderRound (DESIGN.md §3–4), bit exact with tests/border_reference.py.
 //
 //   v = x / scale + zero_point                  (float32, true division)
 //   B = (b2 * v + b1) * v + b0                  (no FMA: built with -ffp-contract=off)
@@ -6,109 +6,342 @@
 //   code = clip(ceil(v - B), qmin, qmax); padded im2col entries use v = zero_point inside
 //   the mean and emit zero_point.
 //
-// Single-threaded on purpose: plain loops whose innermost dimension is contiguous, so the
-// compiler vectorises them without reordering any float operation.
+// Speed without reordering any float operation:
+// - the inner loops run over a contiguous stretch with one coefficient column and a degree
+//   fixed at compile time, so the compiler vectorises them; on x86-64 they are also built
+//   for AVX2 and picked at load time (target_clones), the library still runs on any CPU;
+// - im2col: v is computed once per (n, c) plane into a zero_point-padded scratch plane, the
+//   fused sums are accumulated tap by tap (each window still adds its taps in row-major
+//   order), and every code row is a contiguous or strided read of that plane;
+// - work is split into independent element ranges / planes on ONNX Runtime's intra-op thread
+//   pool; every output element is computed by one task, so codes never depend on the thread count.
 #include <algorithm>
 #include <cmath>
+#include <exception>
+#include <mutex>
+#include <type_traits>
 #include <vector>
 
 #include "../border_round_attrs.h"
 #include "../kernels.h"
 
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define AQUANT_HOT_LOOP __attribute__((target_clones("avx2", "default")))
+#endif
+#endif
+#ifndef AQUANT_HOT_LOOP
+#define AQUANT_HOT_LOOP
+#endif
+#if defined(__GNUC__)
+#define AQUANT_INLINE inline __attribute__((always_inline))
+#else
+#define AQUANT_INLINE inline
+#endif
+
 namespace aquant {
 namespace {
+
+// Elements (or output codes) per parallel task: below this a task is not worth a thread hand-off.
+constexpr int64_t kTaskElements = 64 * 1024;
+// float16 inputs are widened in chunks of this many elements before the float32 loops.
+constexpr int64_t kWidenChunk = 1024;
 
 inline float ToFloat(float value) { return value; }
 inline float ToFloat(Ort::Float16_t value) { return value.ToFloat(); }
 
-// Coefficients of one border column.
-struct Border {
-  int32_t degree;
-  float b0, b1, b2;
-
-  Border(const BorderRoundProblem& problem, const float* coeffs, int64_t column)
-      : degree(problem.degree),
-        b0(coeffs[column]),
-        b1(degree > 1 ? coeffs[problem.features + column] : 0.0f),
-        b2(degree > 2 ? coeffs[2 * problem.features + column] : 0.0f) {}
-
-  float operator()(float v) const {
-    if (degree == 1) return b0;
-    if (degree == 2) return b1 * v + b0;
-    return (b2 * v + b1) * v + b0;
-  }
+struct Quantizer {
+  float scale, zero_point, qmin, qmax;
 };
 
-template <typename Out>
-inline Out Code(float v, float border, float qmin, float qmax) {
-  // fmax/fmin map NaN to qmin, so a NaN input yields a defined code.
-  return static_cast<Out>(static_cast<int32_t>(std::fmin(std::fmax(std::ceil(v - border), qmin), qmax)));
+// Coefficients of one border column; unused ones (degree < 3) are zero and never read.
+struct Border {
+  float b0, b1, b2;
+};
+
+Border BorderOf(const BorderRoundProblem& problem, const float* coeffs, int64_t column) {
+  return {coeffs[column], problem.degree > 1 ? coeffs[problem.features + column] : 0.0f,
+          problem.degree > 2 ? coeffs[2 * problem.features + column] : 0.0f};
 }
 
-template <typename In, typename Out>
-void RunElementwise(const BorderRoundProblem& problem, const In* x, const float* coeffs, Out* codes) {
-  const float scale = problem.scale, zero_point = static_cast<float>(problem.zero_point);
-  const float qmin = static_cast<float>(problem.qmin), qmax = static_cast<float>(problem.qmax);
-  const int64_t run = problem.coeff_divisor;  // consecutive elements sharing one coefficient column
-  for (int64_t start = 0, block = 0; start < problem.count; start += run, ++block) {
-    const Border border(problem, coeffs, block % problem.features);
-    const int64_t end = std::min(start + run, problem.count);
-    for (int64_t i = start; i < end; ++i) {
-      const float v = ToFloat(x[i]) / scale + zero_point;
-      codes[i] = Code<Out>(v, border(v), qmin, qmax);
-    }
+template <int Degree>
+AQUANT_INLINE float Evaluate(const Border& border, float v) {
+  if constexpr (Degree == 1) return border.b0;
+  if constexpr (Degree == 2) return border.b1 * v + border.b0;
+  return (border.b2 * v + border.b1) * v + border.b0;
+}
+
+AQUANT_INLINE float Scaled(float x, const Quantizer& q) { return x / q.scale + q.zero_point; }
+
+// clip(ceil(y), qmin, qmax) == ceil(clip(y, qmin, qmax)) for integer bounds; clipping first
+// keeps y in int32 range, so ceil is a truncation plus one, which vectorises on any x86-64
+// (std::ceil only does with SSE4.1 and -fno-trapping-math).
+template <typename Out>
+AQUANT_INLINE Out Code(float v, float border, const Quantizer& q) {
+  float clipped = v - border;
+  clipped = clipped > q.qmin ? clipped : q.qmin;  // a NaN compares false here, so a NaN input yields qmin
+  clipped = clipped < q.qmax ? clipped : q.qmax;
+  int32_t code = static_cast<int32_t>(clipped);  // rounds toward zero: ceil for clipped <= 0
+  code += static_cast<float>(code) < clipped ? 1 : 0;
+  return static_cast<Out>(code);
+}
+
+// ---------------------------------------------------------------- hot loops (vectorised)
+// Each cloned entry point switches on the degree once and runs a loop compiled for that degree;
+// the loops are force-inlined so that the AVX2 clone really gets AVX2 loops.
+
+template <int Degree, typename Out>
+AQUANT_INLINE void QuantizeLoop(const float* x, Out* codes, int64_t length, const Quantizer& q, const Border& border) {
+  for (int64_t i = 0; i < length; ++i) {
+    const float v = Scaled(x[i], q);
+    codes[i] = Code<Out>(v, Evaluate<Degree>(border, v), q);
   }
 }
 
-template <typename In, typename Out>
-void RunIm2col(const BorderRoundProblem& problem, const In* x, const float* coeffs, Out* codes) {
-  const float scale = problem.scale, zero_point = static_cast<float>(problem.zero_point);
-  const float qmin = static_cast<float>(problem.qmin), qmax = static_cast<float>(problem.qmax);
-  const Out padded_code = static_cast<Out>(problem.zero_point);
-  const int64_t kernel_area = problem.kernel_h * problem.kernel_w;
-  const int64_t windows = problem.out_h * problem.out_w;
-  const int64_t plane = problem.height * problem.width;
-  std::vector<float> fused_border(problem.fuse ? windows : 0);
+// Element-wise codes of a contiguous run sharing one border column.
+template <typename Out>
+AQUANT_INLINE void QuantizeRunImpl(const float* x, Out* codes, int64_t length, Quantizer q, int32_t degree,
+                                   Border border) {
+  if (degree == 1) return QuantizeLoop<1>(x, codes, length, q, border);
+  if (degree == 2) return QuantizeLoop<2>(x, codes, length, q, border);
+  QuantizeLoop<3>(x, codes, length, q, border);
+}
 
-  // Visits every window of kernel entry (ky, kx): fn(window, inside, v).
-  auto for_each_window = [&](const In* x_plane, int64_t ky, int64_t kx, auto&& fn) {
-    for (int64_t oy = 0; oy < problem.out_h; ++oy) {
-      const int64_t iy = oy * problem.stride_h - problem.pad_top + ky * problem.dilation_h;
-      const bool row_inside = iy >= 0 && iy < problem.height;
-      for (int64_t ox = 0; ox < problem.out_w; ++ox) {
-        const int64_t ix = ox * problem.stride_w - problem.pad_left + kx * problem.dilation_w;
-        const bool inside = row_inside && ix >= 0 && ix < problem.width;
-        const float v = inside ? ToFloat(x_plane[iy * problem.width + ix]) / scale + zero_point : zero_point;
-        fn(oy * problem.out_w + ox, inside, v);
-      }
+AQUANT_HOT_LOOP void QuantizeRun(const float* x, uint8_t* codes, int64_t length, Quantizer q, int32_t degree,
+                                 Border border) {
+  QuantizeRunImpl(x, codes, length, q, degree, border);
+}
+
+AQUANT_HOT_LOOP void QuantizeRun(const float* x, int8_t* codes, int64_t length, Quantizer q, int32_t degree,
+                                 Border border) {
+  QuantizeRunImpl(x, codes, length, q, degree, border);
+}
+
+AQUANT_HOT_LOOP void ScaleRow(const float* x, float* v, int64_t length, Quantizer q) {
+  for (int64_t i = 0; i < length; ++i) v[i] = Scaled(x[i], q);
+}
+
+template <int Degree>
+AQUANT_INLINE void AccumulateLoop(float* sums, const float* v, int64_t length, int64_t step, const Border& border) {
+  if (step == 1) {
+    for (int64_t i = 0; i < length; ++i) sums[i] += Evaluate<Degree>(border, v[i]);
+  } else {
+    for (int64_t i = 0; i < length; ++i) sums[i] += Evaluate<Degree>(border, v[i * step]);
+  }
+}
+
+// sums[i] += B(v[i * step]) for one kernel tap over one row of windows.
+AQUANT_HOT_LOOP void AccumulateBorders(float* sums, const float* v, int64_t length, int64_t step, int32_t degree,
+                                       Border border) {
+  if (degree == 1) return AccumulateLoop<1>(sums, v, length, step, border);
+  if (degree == 2) return AccumulateLoop<2>(sums, v, length, step, border);
+  AccumulateLoop<3>(sums, v, length, step, border);
+}
+
+// Degree 0 stands for the fused form: the border is the window's mean fused[i].
+template <int Degree, typename Out>
+AQUANT_INLINE void CodeLoop(Out* codes, const float* v, const float* fused, int64_t length, int64_t step,
+                            const Quantizer& q, const Border& border) {
+  for (int64_t i = 0; i < length; ++i) {
+    const float value = v[i * step];
+    codes[i] = Code<Out>(value, Degree == 0 ? fused[i] : Evaluate<Degree>(border, value), q);
+  }
+}
+
+template <int Degree, typename Out>
+AQUANT_INLINE void CodeLoopAnyStep(Out* codes, const float* v, const float* fused, int64_t length, int64_t step,
+                                   const Quantizer& q, const Border& border) {
+  if (step == 1) return CodeLoop<Degree>(codes, v, fused, length, 1, q, border);  // constant step: contiguous loads
+  CodeLoop<Degree>(codes, v, fused, length, step, q, border);
+}
+
+// Codes of one kernel tap over one row of windows: the fused mean `fused` when given, else B_j(v).
+template <typename Out>
+AQUANT_INLINE void CodeRowImpl(Out* codes, const float* v, const float* fused, int64_t length, int64_t step,
+                               Quantizer q, int32_t degree, Border border) {
+  if (fused != nullptr) return CodeLoopAnyStep<0>(codes, v, fused, length, step, q, border);
+  if (degree == 1) return CodeLoopAnyStep<1>(codes, v, fused, length, step, q, border);
+  if (degree == 2) return CodeLoopAnyStep<2>(codes, v, fused, length, step, q, border);
+  CodeLoopAnyStep<3>(codes, v, fused, length, step, q, border);
+}
+
+AQUANT_HOT_LOOP void CodeRow(uint8_t* codes, const float* v, const float* fused, int64_t length, int64_t step,
+                             Quantizer q, int32_t degree, Border border) {
+  CodeRowImpl(codes, v, fused, length, step, q, degree, border);
+}
+
+AQUANT_HOT_LOOP void CodeRow(int8_t* codes, const float* v, const float* fused, int64_t length, int64_t step,
+                             Quantizer q, int32_t degree, Border border) {
+  CodeRowImpl(codes, v, fused, length, step, q, degree, border);
+}
+
+// ---------------------------------------------------------------- parallel loop
+
+// Runs task(i) for i in [0, tasks) on ORT's intra-op thread pool (inline for a single task or a
+// session with one thread). Exceptions must not cross the pool: the first one is rethrown here.
+template <typename Task>
+void ParallelFor(OrtKernelContext* context, int64_t tasks, Task&& task) {
+  if (tasks <= 1) {
+    if (tasks == 1) task(int64_t{0});
+    return;
+  }
+  struct Shared {
+    Task* task;
+    std::mutex mutex;
+    std::exception_ptr error;
+  } shared{&task, {}, nullptr};
+  auto run_one = [](void* data, size_t index) {
+    Shared& state = *static_cast<Shared*>(data);
+    try {
+      (*state.task)(static_cast<int64_t>(index));
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(state.mutex);
+      if (!state.error) state.error = std::current_exception();
     }
   };
+  Ort::KernelContext(context).ParallelFor(run_one, static_cast<size_t>(tasks), 0, &shared);
+  if (shared.error) std::rethrow_exception(shared.error);
+}
 
-  for (int64_t n = 0; n < problem.batch; ++n) {
-    for (int64_t c = 0; c < problem.channels; ++c) {
-      const In* x_plane = x + (n * problem.channels + c) * plane;
-      const int64_t first_row = c * kernel_area;  // im2col row j = (c * kh + ky) * kw + kx
-      auto border_of = [&](int64_t j) { return Border(problem, coeffs, (j / problem.coeff_divisor) % problem.features); };
-      if (problem.fuse) {
-        std::fill(fused_border.begin(), fused_border.end(), 0.0f);
-        for (int64_t k = 0; k < kernel_area; ++k) {
-          const Border border = border_of(first_row + k);
-          for_each_window(x_plane, k / problem.kernel_w, k % problem.kernel_w,
-                          [&](int64_t window, bool, float v) { fused_border[window] += border(v); });
-        }
-        const float area = static_cast<float>(kernel_area);
-        for (float& total : fused_border) total = total / area;
-      }
-      for (int64_t k = 0; k < kernel_area; ++k) {
-        const Border border = border_of(first_row + k);
-        Out* row = codes + (n * problem.channels * kernel_area + first_row + k) * windows;
-        for_each_window(x_plane, k / problem.kernel_w, k % problem.kernel_w, [&](int64_t window, bool inside, float v) {
-          const float b = problem.fuse ? fused_border[window] : border(v);
-          row[window] = inside ? Code<Out>(v, b, qmin, qmax) : padded_code;
-        });
-      }
+Quantizer QuantizerOf(const BorderRoundProblem& problem) {
+  return {problem.scale, static_cast<float>(problem.zero_point), static_cast<float>(problem.qmin),
+          static_cast<float>(problem.qmax)};
+}
+
+// ---------------------------------------------------------------- element-wise form
+
+template <typename In, typename Out>
+void QuantizeSpan(const In* x, Out* codes, int64_t length, Quantizer q, int32_t degree, Border border) {
+  if constexpr (std::is_same_v<In, float>) {
+    QuantizeRun(x, codes, length, q, degree, border);
+  } else {
+    float widened[kWidenChunk];
+    for (int64_t start = 0; start < length; start += kWidenChunk) {
+      const int64_t size = std::min(kWidenChunk, length - start);
+      for (int64_t i = 0; i < size; ++i) widened[i] = ToFloat(x[start + i]);
+      QuantizeRun(widened, codes + start, size, q, degree, border);
     }
   }
+}
+
+template <typename In, typename Out>
+void RunElementwise(OrtKernelContext* context, const BorderRoundProblem& problem, const In* x, const float* coeffs,
+                    Out* codes) {
+  const Quantizer q = QuantizerOf(problem);
+  const int64_t run = problem.coeff_divisor;  // consecutive elements sharing one coefficient column
+  const int64_t tasks = (problem.count + kTaskElements - 1) / kTaskElements;
+  ParallelFor(context, tasks, [&](int64_t task) {
+    const int64_t end = std::min((task + 1) * kTaskElements, problem.count);
+    for (int64_t start = task * kTaskElements; start < end;) {
+      const int64_t block = start / run;
+      const int64_t stop = std::min((block + 1) * run, end);
+      const Border border = BorderOf(problem, coeffs, block % problem.features);
+      QuantizeSpan(x + start, codes + start, stop - start, q, problem.degree, border);
+      start = stop;
+    }
+  });
+}
+
+// ---------------------------------------------------------------- im2col form
+
+// Window positions [first, last) along one axis whose input index o * stride - pad + k * dilation is in [0, size).
+struct InsideRange {
+  int64_t first, last;
+};
+
+InsideRange InsideWindows(int64_t windows, int64_t stride, int64_t pad, int64_t offset, int64_t size) {
+  // o * stride >= pad - offset and o * stride < size + pad - offset, offset = k * dilation.
+  const int64_t low = pad - offset, high = size + pad - offset;
+  const int64_t first = low <= 0 ? 0 : (low + stride - 1) / stride;
+  const int64_t last = high <= 0 ? 0 : (high + stride - 1) / stride;
+  return {std::min(first, windows), std::min(std::max(last, first), windows)};
+}
+
+template <typename In, typename Out>
+void RunIm2col(OrtKernelContext* context, const BorderRoundProblem& problem, const In* x, const float* coeffs,
+               Out* codes) {
+  const Quantizer q = QuantizerOf(problem);
+  const Out padded_code = static_cast<Out>(problem.zero_point);
+  const int64_t kernel_area = problem.kernel_h * problem.kernel_w;
+  const int64_t out_w = problem.out_w, windows = problem.out_h * problem.out_w;
+  const int64_t plane = problem.height * problem.width;
+  const int64_t planes = problem.batch * problem.channels;
+  if (windows == 0 || planes == 0) return;
+  // The zero_point-padded plane covers exactly the input positions that windows read.
+  const int64_t padded_h = (problem.out_h - 1) * problem.stride_h + (problem.kernel_h - 1) * problem.dilation_h + 1;
+  const int64_t padded_w = (out_w - 1) * problem.stride_w + (problem.kernel_w - 1) * problem.dilation_w + 1;
+  const InsideRange inside_cols{std::min(problem.pad_left, padded_w),
+                                std::min(problem.pad_left + problem.width, padded_w)};
+
+  const int64_t planes_per_task = std::max<int64_t>(1, kTaskElements / (kernel_area * windows));
+  const int64_t tasks = (planes + planes_per_task - 1) / planes_per_task;
+  ParallelFor(context, tasks, [&](int64_t task) {
+    std::vector<float> padded(padded_h * padded_w);
+    std::vector<float> fused(problem.fuse ? windows : 0);
+    std::vector<float> widened(std::is_same_v<In, float> ? 0 : problem.width);
+    const int64_t plane_end = std::min((task + 1) * planes_per_task, planes);
+    for (int64_t index = task * planes_per_task; index < plane_end; ++index) {
+      const int64_t channel = index % problem.channels;
+      const In* x_plane = x + index * plane;
+      for (int64_t py = 0; py < padded_h; ++py) {
+        float* row = padded.data() + py * padded_w;
+        const int64_t iy = py - problem.pad_top;
+        if (iy < 0 || iy >= problem.height) {
+          std::fill(row, row + padded_w, q.zero_point);
+          continue;
+        }
+        std::fill(row, row + inside_cols.first, q.zero_point);
+        std::fill(row + inside_cols.last, row + padded_w, q.zero_point);
+        const In* x_row = x_plane + iy * problem.width;
+        const int64_t inside = inside_cols.last - inside_cols.first;
+        if constexpr (std::is_same_v<In, float>) {
+          ScaleRow(x_row, row + inside_cols.first, inside, q);
+        } else {
+          for (int64_t i = 0; i < inside; ++i) widened[i] = ToFloat(x_row[i]);
+          ScaleRow(widened.data(), row + inside_cols.first, inside, q);
+        }
+      }
+      // im2col row j = (c * kh + ky) * kw + kx; its coefficient column is (j / coeff_divisor) % features.
+      const int64_t first_row = channel * kernel_area;
+      auto border_of = [&](int64_t j) { return BorderOf(problem, coeffs, (j / problem.coeff_divisor) % problem.features); };
+      auto tap_origin = [&](int64_t k, int64_t oy) {
+        return padded.data() + (oy * problem.stride_h + (k / problem.kernel_w) * problem.dilation_h) * padded_w +
+               (k % problem.kernel_w) * problem.dilation_w;
+      };
+      if (problem.fuse) {
+        std::fill(fused.begin(), fused.end(), 0.0f);
+        for (int64_t k = 0; k < kernel_area; ++k) {  // taps in row-major order: each window's sum keeps it
+          const Border border = border_of(first_row + k);
+          for (int64_t oy = 0; oy < problem.out_h; ++oy) {
+            AccumulateBorders(fused.data() + oy * out_w, tap_origin(k, oy), out_w, problem.stride_w, problem.degree,
+                              border);
+          }
+        }
+        const float area = static_cast<float>(kernel_area);
+        for (float& total : fused) total = total / area;
+      }
+      Out* plane_codes = codes + index * kernel_area * windows;
+      for (int64_t k = 0; k < kernel_area; ++k) {
+        const int64_t ky = k / problem.kernel_w, kx = k % problem.kernel_w;
+        const Border border = border_of(first_row + k);
+        const InsideRange rows = InsideWindows(problem.out_h, problem.stride_h, problem.pad_top,
+                                               ky * problem.dilation_h, problem.height);
+        const InsideRange cols = InsideWindows(out_w, problem.stride_w, problem.pad_left,
+                                               kx * problem.dilation_w, problem.width);
+        Out* row = plane_codes + k * windows;
+        std::fill(row, row + rows.first * out_w, padded_code);
+        std::fill(row + rows.last * out_w, row + windows, padded_code);
+        for (int64_t oy = rows.first; oy < rows.last; ++oy) {
+          Out* out = row + oy * out_w;
+          std::fill(out, out + cols.first, padded_code);
+          std::fill(out + cols.last, out + out_w, padded_code);
+          const float* fused_row = problem.fuse ? fused.data() + oy * out_w + cols.first : nullptr;
+          CodeRow(out + cols.first, tap_origin(k, oy) + cols.first * problem.stride_w, fused_row,
+                  cols.last - cols.first, problem.stride_w, q, problem.degree, border);
+        }
+      }
+    }
+  });
 }
 
 // One Lite-API kernel per (X type, output type) pair; attributes are read once, at creation.
@@ -116,9 +349,9 @@ template <typename In, typename Out>
 struct BorderRoundCpu {
   BorderRoundCpu(const OrtApi*, const OrtKernelInfo* info) : attrs_(info), clip_range_(attrs_.ClipRange<Out>()) {}
 
-  Ort::Status Compute(const Ort::Custom::Tensor<In>& x, const Ort::Custom::Tensor<float>& scale,
-                      const Ort::Custom::Tensor<Out>& zero_point, const Ort::Custom::Tensor<float>& coeffs,
-                      Ort::Custom::Tensor<Out>& codes) {
+  Ort::Status Compute(OrtKernelContext* context, const Ort::Custom::Tensor<In>& x,
+                      const Ort::Custom::Tensor<float>& scale, const Ort::Custom::Tensor<Out>& zero_point,
+                      const Ort::Custom::Tensor<float>& coeffs, Ort::Custom::Tensor<Out>& codes) {
     try {
       const std::vector<int64_t>& x_shape = x.Shape();
       CheckScalarInputs(scale.Shape(), zero_point.Shape());
@@ -126,9 +359,9 @@ struct BorderRoundCpu {
                                                      static_cast<int32_t>(zero_point.Data()[0]), coeffs.Shape());
       Out* out = codes.Allocate(OutputShape(problem, x_shape));
       if (problem.im2col) {
-        RunIm2col(problem, x.Data(), coeffs.Data(), out);
+        RunIm2col(context, problem, x.Data(), coeffs.Data(), out);
       } else {
-        RunElementwise(problem, x.Data(), coeffs.Data(), out);
+        RunElementwise(context, problem, x.Data(), coeffs.Data(), out);
       }
       return Ort::Status{nullptr};
     } catch (const Ort::Exception& error) {
