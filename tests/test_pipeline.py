@@ -106,3 +106,17 @@ def test_same_seed_same_bytes():
     first = export(calibrate(MODEL, CALIB, QuantConfig(w_bits=4, a_bits=4, num_calib=32)))
     second = export(calibrate(MODEL, CALIB, QuantConfig(w_bits=4, a_bits=4, num_calib=32)))
     assert first.SerializeToString() == second.SerializeToString()
+
+
+def test_public_api_mirrors_cli(tmp_path):
+    """``aquant_onnx.quantize(model, calib, **options)`` and ``aquant_onnx.evaluate`` as in the README."""
+    import aquant_onnx
+
+    quantized = aquant_onnx.quantize(str(MODEL), str(CALIB), method="rtn", w_bits=8, a_bits=8, num_calib=32)
+    assert isinstance(quantized, onnx.ModelProto)
+    path = tmp_path / "q.onnx"
+    onnx.save(quantized, str(path))
+    result = aquant_onnx.evaluate(path, TEST, classes=CLASSES, limit=100)
+    assert result.count == 100 and result.top1 > 60.0
+    with pytest.raises(aquant_onnx.ConfigError, match="--w-bits"):
+        aquant_onnx.quantize(str(MODEL), str(CALIB), w_bits=1)
