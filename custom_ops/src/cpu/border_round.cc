@@ -16,7 +16,6 @@
 // - work is split into independent element ranges / planes on ONNX Runtime's intra-op thread
 //   pool; every output element is computed by one task, so codes never depend on the thread count.
 #include <algorithm>
-#include <cmath>
 #include <exception>
 #include <mutex>
 #include <type_traits>
@@ -25,7 +24,7 @@
 #include "../border_round_attrs.h"
 #include "../kernels.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__has_attribute)
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && defined(__has_attribute)
 #if __has_attribute(target_clones)
 #define AQUANT_HOT_LOOP __attribute__((target_clones("avx2", "default")))
 #endif
@@ -144,7 +143,11 @@ AQUANT_INLINE void CodeLoop(Out* codes, const float* v, const float* fused, int6
                             const Quantizer& q, const Border& border) {
   for (int64_t i = 0; i < length; ++i) {
     const float value = v[i * step];
-    codes[i] = Code<Out>(value, Degree == 0 ? fused[i] : Evaluate<Degree>(border, value), q);
+    if constexpr (Degree == 0) {
+      codes[i] = Code<Out>(value, fused[i], q);
+    } else {
+      codes[i] = Code<Out>(value, Evaluate<Degree>(border, value), q);
+    }
   }
 }
 
@@ -186,7 +189,7 @@ void ParallelFor(OrtKernelContext* context, int64_t tasks, Task&& task) {
     return;
   }
   struct Shared {
-    Task* task;
+    std::remove_reference_t<Task>* task;
     std::mutex mutex;
     std::exception_ptr error;
   } shared{&task, {}, nullptr};
