@@ -3,12 +3,15 @@
 ``primitives`` holds the pure functions (affine fake quantization, STE round, LSQ);
 ``ranges`` the Lp clip search and the activation observer; the modules are
 :class:`WeightQuantizer` (RTN), :class:`AdaRoundWeightQuantizer`,
-:class:`FlexRoundWeightQuantizer` and :class:`ActQuantizer` (LSQ + QDrop).
+:class:`FlexRoundWeightQuantizer`, :class:`ActQuantizer` (LSQ + QDrop),
+:class:`BorderQuantizer` (AQuant borders) and :class:`BiasQuantizer` (int32 accumulator bias).
 This package needs torch; ``aquant_onnx`` itself does not import it.
 """
 
 from .activation import ActQuantizer
 from .adaround import AdaRoundWeightQuantizer, adaround_beta
+from .bias import BiasQuantizer
+from .border import BorderQuantizer
 from .flexround import FlexRoundWeightQuantizer
 from .primitives import (
     fake_quantize,
@@ -25,6 +28,8 @@ __all__ = [
     "ActQuantizer",
     "ActivationRangeObserver",
     "AdaRoundWeightQuantizer",
+    "BiasQuantizer",
+    "BorderQuantizer",
     "FlexRoundWeightQuantizer",
     "WeightQuantizer",
     "adaround_beta",
