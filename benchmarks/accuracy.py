@@ -14,10 +14,8 @@ benchmarks/results/checkpoints/<run> so an interrupted run continues.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import logging
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -30,39 +28,20 @@ from aquant_onnx.eval.classify import evaluate
 from aquant_onnx.pipeline import calibrate, export
 
 from .models import MODELS
+from .results_io import RESULTS, append_csv, git_commit, markdown_table, read_csv
 
-RESULTS = Path(__file__).parent / "results"
 CSV_PATH = RESULTS / "accuracy.csv"
 FIELDS = ["model", "method", "w_bits", "a_bits", "seed", "iters", "batch", "num_calib", "eval_set", "top1", "top5",
           "calib_seconds", "device", "torch", "onnxruntime", "date", "commit"]
 KEY = ("model", "method", "w_bits", "a_bits", "seed", "iters", "batch", "num_calib", "eval_set")
 
 
-def _commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-                             cwd=Path(__file__).parent)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def read_rows() -> list[dict]:
-    if not CSV_PATH.exists():
-        return []
-    with CSV_PATH.open() as handle:
-        return list(csv.DictReader(handle))
+    return read_csv(CSV_PATH)
 
 
 def append_row(row: dict) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    new = not CSV_PATH.exists()
-    with CSV_PATH.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-    write_markdown(read_rows())
+    write_markdown(append_csv(CSV_PATH, FIELDS, [row]))
 
 
 def write_markdown(rows: list[dict]) -> None:
@@ -70,10 +49,10 @@ def write_markdown(rows: list[dict]) -> None:
              "device", "date", "commit"]
     lines = ["# Accuracy (ONNX Runtime, top-1/top-5 %)", "",
              "FP32 rows have method `fp32`. Noise: ~1.4 points (1k images), ~0.45 (cifar10_test_9k).", "",
-             "| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+             ]
     ordered = sorted(rows, key=lambda r: (r["model"], r["eval_set"], r["method"] != "fp32", r["method"],
                                           -int(r["w_bits"] or 0), -int(r["a_bits"] or 0), r["seed"], r["iters"]))
-    lines += ["| " + " | ".join(str(r[f]) for f in shown) + " |" for r in ordered]
+    lines += markdown_table(ordered, shown)
     (RESULTS / "accuracy.md").write_text("\n".join(lines) + "\n")
 
 
@@ -88,7 +67,7 @@ def run(args: argparse.Namespace) -> None:
     device = "cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu"
     common = {"model": args.model, "batch": args.batch, "num_calib": args.num_calib, "device": device,
               "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-              "date": datetime.date.today().isoformat(), "commit": _commit()}
+              "date": datetime.date.today().isoformat(), "commit": git_commit()}
     provider = "cuda" if device == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers() else "cpu"
     for eval_name, eval_dir in evals.items():  # FP32 reference
         row = {**common, "method": "fp32", "w_bits": 32, "a_bits": 32, "seed": 0, "iters": 0, "eval_set": eval_name}

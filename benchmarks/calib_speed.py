@@ -10,11 +10,9 @@ row per (model, block, engine) to benchmarks/results/calib_speed.csv and rewrite
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import platform
 import time
-from pathlib import Path
 
 import torch
 
@@ -31,8 +29,8 @@ from aquant_onnx.recon.methods import CalibrationContext
 from aquant_onnx.torchgraph.executor import TorchGraph
 
 from .models import MODELS
+from .results_io import RESULTS, append_csv, markdown_table
 
-RESULTS = Path(__file__).parent / "results"
 FIELDS = ["model", "block", "layers", "engine", "batch", "iters", "it_per_s", "device", "threads", "torch", "date"]
 
 
@@ -89,19 +87,8 @@ def measure(model_key: str, block_ids: list[int], engines: list[str], iters: int
 
 
 def write(rows: list[dict]) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "calib_speed.csv"
-    new = not path.exists()
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
-    with path.open() as handle:
-        all_rows = list(csv.DictReader(handle))
-    lines = ["# Reconstruction loop speed (QDrop step, batch 32)", "", "| " + " | ".join(FIELDS) + " |",
-             "|" + "---|" * len(FIELDS)]
-    lines += ["| " + " | ".join(str(r[f]) for f in FIELDS) + " |" for r in all_rows]
+    all_rows = append_csv(RESULTS / "calib_speed.csv", FIELDS, rows)
+    lines = ["# Reconstruction loop speed (QDrop step, batch 32)", "", *markdown_table(all_rows, FIELDS)]
     (RESULTS / "calib_speed.md").write_text("\n".join(lines) + "\n")
 
 

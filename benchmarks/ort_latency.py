@@ -31,7 +31,6 @@ import logging
 import os
 import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,10 +40,10 @@ import numpy as np
 import onnx
 
 from .models import MODELS
+from .results_io import RESULTS, git_commit, markdown_table, read_csv
 
 logger = logging.getLogger(__name__)
 
-RESULTS = Path(__file__).parent / "results"
 CSV_PATH = RESULTS / "ort_latency.csv"
 MD_PATH = RESULTS / "ort_latency.md"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -72,14 +71,6 @@ def _provider_name(provider: str) -> str:
 
 def _load_1min() -> float:
     return round(os.getloadavg()[0], 2)
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 # ---------------------------------------------------------------- models
@@ -292,7 +283,7 @@ def _row(model: str, variant: str, batch: int, provider: str, ms: float, runs: i
     row = {"model": model, "variant": variant, "batch": batch, "provider": provider, "median_ms": round(ms, 3),
            "runs": runs, "gb_per_s": gb_per_s, "ratio_vs_qdq_w4a4": "", "ratio_vs_fp32": "", "threads": threads,
            "load_1min": _load_1min(), "calib": calib, "ort": ort.__version__, "device": _device(provider),
-           "date": datetime.date.today().isoformat(), "commit": _commit()}
+           "date": datetime.date.today().isoformat(), "commit": git_commit()}
     print(json.dumps(row), flush=True)
     if not args.dry_run:
         write([row])
@@ -304,20 +295,19 @@ def _key(row: dict) -> tuple:
 
 
 def read_rows() -> list[dict]:
-    if not CSV_PATH.exists():
-        return []
-    with CSV_PATH.open() as handle:
-        return list(csv.DictReader(handle))
+    return read_csv(CSV_PATH)
 
 
 def add_ratios(rows: list[dict]) -> None:
-    """Fill ``ratio_vs_*`` from the latest reference row of the same (model, batch, provider)."""
+    """Fill ``ratio_vs_*`` from the reference row of the same (model, batch, provider) measured at the
+    same commit: rows of one run share the machine's load, rows of different runs do not."""
     reference = {}
     for row in rows:
-        reference[(row["model"], str(row["batch"]), row["provider"], row["variant"])] = float(row["median_ms"])
+        key = (row["model"], str(row["batch"]), row["provider"], row["commit"], row["variant"])
+        reference[key] = float(row["median_ms"])
     for row in rows:
         for variant, field in (("qdq_w4a4", "ratio_vs_qdq_w4a4"), ("fp32", "ratio_vs_fp32")):
-            ref = reference.get((row["model"], str(row["batch"]), row["provider"], variant))
+            ref = reference.get((row["model"], str(row["batch"]), row["provider"], row["commit"], variant))
             if ref and not row["model"].startswith("kernel"):
                 row[field] = round(float(row["median_ms"]) / ref, 2)
 
@@ -340,15 +330,10 @@ def write(rows: list[dict]) -> None:
              "tiny calibration schedule (`calib` column): latency depends on the graph, not on the learned values.",
              "Ratios are against the QDrop W4A4 QDQ model and the FP32 model of the same (model, batch, provider).",
              "", "## Models", ""]
-    lines += _table([r for r in all_rows if not r["model"].startswith("kernel")], model_fields)
+    lines += markdown_table([r for r in all_rows if not r["model"].startswith("kernel")], model_fields)
     lines += ["", "## BorderRound kernel (GB/s of float32 input read)", ""]
-    lines += _table([r for r in all_rows if r["model"].startswith("kernel")], kernel_fields)
+    lines += markdown_table([r for r in all_rows if r["model"].startswith("kernel")], kernel_fields)
     MD_PATH.write_text("\n".join(lines) + "\n")
-
-
-def _table(rows: list[dict], fields: list[str]) -> list[str]:
-    lines = ["| " + " | ".join(fields) + " |", "|" + "---|" * len(fields)]
-    return lines + ["| " + " | ".join(str(r[f]) for f in fields) + " |" for r in rows]
 
 
 # ---------------------------------------------------------------- main

@@ -12,7 +12,6 @@ and runs the eval set through all three. Reports top-1 agreement of each pair an
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 from pathlib import Path
 
@@ -25,10 +24,9 @@ from aquant_onnx.data import find_images, load_image
 from aquant_onnx.pipeline import calibrate, export
 from aquant_onnx.runtime import session
 
-from .accuracy import _commit
 from .models import MODELS
+from .results_io import RESULTS, append_csv, git_commit, markdown_table
 
-RESULTS = Path(__file__).parent / "results"
 CSV_PATH = RESULTS / "parity.csv"
 FIELDS = ["model", "border", "granularity", "w_bits", "a_bits", "iters", "num_calib", "eval_set", "images",
           "agree_sim_custom", "agree_sim_onnx", "agree_custom_onnx", "max_dlogit_sim_custom", "max_dlogit_sim_onnx",
@@ -81,21 +79,12 @@ def run(args: argparse.Namespace) -> dict:
         "agree_sim_onnx": f"{agree('sim', 'onnx'):.2f}", "agree_custom_onnx": f"{agree('custom', 'onnx'):.2f}",
         "max_dlogit_sim_custom": f"{delta('sim', 'custom'):.3g}", "max_dlogit_sim_onnx": f"{delta('sim', 'onnx'):.3g}",
         "max_dlogit_custom_onnx": f"{delta('custom', 'onnx'):.3g}", "onnxruntime": onnxruntime.__version__,
-        "date": datetime.date.today().isoformat(), "commit": _commit(),
+        "date": datetime.date.today().isoformat(), "commit": git_commit(),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    new = not CSV_PATH.exists()
-    with CSV_PATH.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-    with CSV_PATH.open() as handle:
-        rows = list(csv.DictReader(handle))
+    rows = append_csv(CSV_PATH, FIELDS, [row])
     lines = ["# AQuant deployment parity (top-1 agreement %, max |Δlogit|)", "",
              "sim = torch simulation, custom = com.aquant::BorderRound in ORT CPU, onnx = standard-op form in ORT CPU.", "",
-             "| " + " | ".join(FIELDS) + " |", "|" + "---|" * len(FIELDS)]
-    lines += ["| " + " | ".join(r[f] for f in FIELDS) + " |" for r in rows]
+             *markdown_table(rows, FIELDS)]
     (RESULTS / "parity.md").write_text("\n".join(lines) + "\n")
     print(row)
     return row

@@ -12,7 +12,6 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 from aquant_onnx_cli.main import main
 from click.testing import CliRunner
