@@ -345,6 +345,23 @@ def _as_scale(scale: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
     return torch.tensor(float(scale), dtype=torch.float32, device=x.device)
 
 
+def _prepare(
+    x: torch.Tensor,
+    coeffs: torch.Tensor,
+    kernel: tuple[int, int] | None,
+    strides: tuple[int, int],
+    pads: tuple[int, int, int, int],
+    dilations: tuple[int, int],
+    axis: int,
+) -> tuple[torch.Tensor, int, Im2colGeometry | None]:
+    """float32 input, normalised axis and checked geometry shared by :func:`border_round` and :func:`border_codes`."""
+    x = x.float()
+    axis = axis % x.ndim
+    geometry = _geometry(kernel, strides, pads, dilations)
+    _check_inputs(x, coeffs, geometry, axis)
+    return x, axis, geometry
+
+
 def border_round(
     x: torch.Tensor,
     scale: torch.Tensor | float,
@@ -369,10 +386,7 @@ def border_round(
     otherwise the result has x's shape and coefficient ``j`` indexes ``axis``. ``coeffs`` is
     [D, F] with rows b0[, b1[, b2]]. ``grad_scale`` defaults to LSQ's 1/sqrt(numel·qmax).
     """
-    x = x.float()
-    axis = axis % x.ndim
-    geometry = _geometry(kernel, strides, pads, dilations)
-    _check_inputs(x, coeffs, geometry, axis)
+    x, axis, geometry = _prepare(x, coeffs, kernel, strides, pads, dilations, axis)
     if grad_scale is None:
         grad_scale = lsq_grad_scale(x.numel(), qmax)
     return _BorderRoundFunction.apply(
@@ -398,10 +412,7 @@ def border_codes(
 ) -> torch.Tensor:
     """Integer codes (int32) of :func:`border_round`, what ``com.aquant::BorderRound`` outputs."""
     with torch.no_grad():
-        x = x.float()
-        axis = axis % x.ndim
-        geometry = _geometry(kernel, strides, pads, dilations)
-        _check_inputs(x, coeffs, geometry, axis)
+        x, axis, geometry = _prepare(x, coeffs, kernel, strides, pads, dilations, axis)
         zp = float(zero_point)
         v = _grouped_values(x, _as_scale(scale, x), zp, coeffs.shape[1], geometry, axis)
         pad_mask = geometry.padding_mask(x.shape[2], x.shape[3], x.device) if geometry else None
