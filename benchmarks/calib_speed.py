@@ -1,9 +1,10 @@
 """Iterations per second of the reconstruction loop, eager vs compiled (DESIGN §7).
 
-    python -m benchmarks.calib_speed --model resnet20 --blocks 1,5,9 --iters 100 [--engines eager,compiled]
+    python -m benchmarks.calib_speed --model resnet20 --blocks 1,5,9 --iters 100 \
+        [--engines eager,compiled] [--methods qdrop,aquant]
 
-Per block: RTN W4A4 quantizers, cache of ``--num-calib`` samples, QDrop step (AdaRound + LSQ,
-drop 0.5) at batch 32; the first ``--warmup`` iterations (compilation) are not timed. Appends a
+Per block: RTN W4A4 quantizers, cache of ``--num-calib`` samples, one reconstruction step of the
+method (QDrop: AdaRound + LSQ, drop 0.5; AQuant: the same plus border functions) at batch 32; the first ``--warmup`` iterations (compilation) are not timed. Appends a
 row per (model, block, engine) to benchmarks/results/calib_speed.csv and rewrites calib_speed.md.
 """
 
@@ -22,19 +23,19 @@ from aquant_onnx.data.metadata import preprocessing_for_model
 from aquant_onnx.graph.load import load_model
 from aquant_onnx.pipeline import resolve_device
 from aquant_onnx.recon.attach import attach_quantizers, init_activation_ranges
-from aquant_onnx.recon.block_methods import CACHE_CHUNK, QDrop
+from aquant_onnx.recon.block_methods import CACHE_CHUNK
 from aquant_onnx.recon.cache import cache_from_model_inputs, load_model_inputs
 from aquant_onnx.recon.loop import LoopSettings, optimize_unit
-from aquant_onnx.recon.methods import CalibrationContext
+from aquant_onnx.recon.methods import CalibrationContext, get_method
 from aquant_onnx.torchgraph.executor import TorchGraph
 
 from .models import MODELS
 from .results_io import RESULTS, append_csv, markdown_table
 
-FIELDS = ["model", "block", "layers", "engine", "batch", "iters", "it_per_s", "device", "threads", "torch", "date"]
+FIELDS = ["model", "method", "block", "layers", "engine", "batch", "iters", "it_per_s", "device", "threads", "torch", "date"]
 
 
-def measure(model_key: str, block_ids: list[int], engines: list[str], iters: int, warmup: int, num_calib: int,
+def measure(model_key: str, method_name: str, block_ids: list[int], engines: list[str], iters: int, warmup: int, num_calib: int,
             device_name: str) -> list[dict]:
     spec = MODELS[model_key]
     canonical = load_model(spec["path"])
@@ -42,7 +43,7 @@ def measure(model_key: str, block_ids: list[int], engines: list[str], iters: int
     calib = load_calibration(spec["calib"], model_inputs_of(canonical), prep, num_calib, 0)
     rows = []
     for engine in engines:
-        config = QuantConfig(method="qdrop", w_bits=4, a_bits=4, num_calib=num_calib)
+        config = QuantConfig(method=method_name, w_bits=4, a_bits=4, num_calib=num_calib)
         config.recon.engine = Engine(engine)
         config.recon.iters = iters + warmup
         device = resolve_device(device_name)
@@ -51,7 +52,7 @@ def measure(model_key: str, block_ids: list[int], engines: list[str], iters: int
         graph.to(device)
         ctx = CalibrationContext(canonical, graph, calib, config, bits, device)
         init_activation_ranges(graph, ctx.batches(), ctx.num_batches())
-        method = QDrop()
+        method = get_method(config.method)
         units = method.units(ctx)
         inputs = load_model_inputs(ctx)
         for block in block_ids:
@@ -76,7 +77,7 @@ def measure(model_key: str, block_ids: list[int], engines: list[str], iters: int
                     torch.cuda.synchronize()
                 timings.append(time.perf_counter() - start)
             rows.append({
-                "model": model_key, "block": block, "layers": len(unit.layer_names), "engine": engine, "batch": 32,
+                "model": model_key, "method": method_name, "block": block, "layers": len(unit.layer_names), "engine": engine, "batch": 32,
                 "iters": iters, "it_per_s": round(iters / timings[1], 2),
                 "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
                 "threads": torch.get_num_threads(), "torch": torch.__version__,
@@ -88,7 +89,7 @@ def measure(model_key: str, block_ids: list[int], engines: list[str], iters: int
 
 def write(rows: list[dict]) -> None:
     all_rows = append_csv(RESULTS / "calib_speed.csv", FIELDS, rows)
-    lines = ["# Reconstruction loop speed (QDrop step, batch 32)", "", *markdown_table(all_rows, FIELDS)]
+    lines = ["# Reconstruction loop speed (one reconstruction step, batch 32)", "", *markdown_table(all_rows, FIELDS)]
     (RESULTS / "calib_speed.md").write_text("\n".join(lines) + "\n")
 
 
@@ -97,6 +98,7 @@ def main() -> None:
     parser.add_argument("--model", default="resnet20", choices=sorted(MODELS))
     parser.add_argument("--blocks", default="1,5,9")
     parser.add_argument("--engines", default="eager,compiled")
+    parser.add_argument("--methods", default="qdrop", help="comma-separated: qdrop, aquant, brecq, flexround")
     parser.add_argument("--iters", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--num-calib", type=int, default=256)
@@ -104,8 +106,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = measure(args.model, [int(b) for b in args.blocks.split(",")], args.engines.split(","), args.iters,
-                   args.warmup, args.num_calib, args.device)
+    rows = [row for method in args.methods.split(",")
+            for row in measure(args.model, method, [int(b) for b in args.blocks.split(",")], args.engines.split(","),
+                               args.iters, args.warmup, args.num_calib, args.device)]
     write(rows)
 
 
