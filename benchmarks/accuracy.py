@@ -1,7 +1,7 @@
 """Accuracy table: FP32 and quantized models through ONNX Runtime (DESIGN §7).
 
     python -m benchmarks.accuracy --model resnet20 --methods rtn,qdrop --bits 4/4,2/2 \
-        --iters 2000 --seeds 1005 --eval cifar10_test_9k,cifar10_test [--resume]
+        --iters 2000 --seeds 1005 --eval cifar10_test_9k,cifar10_test [--resume] [--option KEY=VALUE ...]
 
 Calibration uses every image of the model's calibration set (``--num-calib``, default 1000).
 Each (model, method, bits, seed, iters, batch, eval set) is one row of
@@ -9,15 +9,21 @@ benchmarks/results/accuracy.csv; benchmarks/results/accuracy.md is regenerated f
 With ``--resume`` runs whose rows are all present are skipped, so the table can be filled in
 slices (one invocation per slice). Reconstruction checkpoints go to
 benchmarks/results/checkpoints/<run> so an interrupted run continues.
+
+``--option`` sets any flat option of ``aquant_onnx.config.with_options`` (e.g. ``border=linear``,
+``border_fusion=false``, ``lr_border=0.01``); such runs are ablations and go to
+benchmarks/results/ablation.csv / .md with the options in an ``options`` column.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import logging
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
@@ -30,65 +36,98 @@ from aquant_onnx.pipeline import calibrate, export
 from .models import MODELS
 from .results_io import RESULTS, append_csv, git_commit, markdown_table, read_csv
 
-CSV_PATH = RESULTS / "accuracy.csv"
 FIELDS = ["model", "method", "w_bits", "a_bits", "seed", "iters", "batch", "num_calib", "eval_set", "top1", "top5",
           "calib_seconds", "device", "torch", "onnxruntime", "date", "commit"]
+logger = logging.getLogger(__name__)
 KEY = ("model", "method", "w_bits", "a_bits", "seed", "iters", "batch", "num_calib", "eval_set")
 
 
-def read_rows() -> list[dict]:
-    return read_csv(CSV_PATH)
+@dataclass(frozen=True)
+class Table:
+    """One result file pair: the main accuracy table, or the ablation table (rows with ``options``)."""
+
+    name: str
+    title: str
+    fields: tuple[str, ...]
+    key: tuple[str, ...]
+
+    @property
+    def csv_path(self) -> Path:
+        return RESULTS / f"{self.name}.csv"
+
+    def read(self) -> list[dict]:
+        return read_csv(self.csv_path)
+
+    def append(self, row: dict) -> None:
+        self.write_markdown(append_csv(self.csv_path, list(self.fields), [row]))
+
+    def row_key(self, row: dict) -> tuple:
+        return tuple(str(row[k]) for k in self.key)
+
+    def write_markdown(self, rows: list[dict]) -> None:
+        shown = ["model", "eval_set", "method", *(["options"] if "options" in self.fields else []), "w_bits",
+                 "a_bits", "seed", "iters", "top1", "top5", "calib_seconds", "device", "date", "commit"]
+        lines = [f"# {self.title} (ONNX Runtime, top-1/top-5 %)", "",
+                 "FP32 rows have method `fp32`. Noise: ~1.4 points (1k images), ~0.45 (cifar10_test_9k).", ""]
+        ordered = sorted(rows, key=lambda r: (r["model"], r["eval_set"], r["method"] != "fp32", r["method"],
+                                              r.get("options", ""), -int(r["w_bits"] or 0), -int(r["a_bits"] or 0),
+                                              r["seed"], r["iters"]))
+        lines += markdown_table(ordered, shown)
+        (RESULTS / f"{self.name}.md").write_text("\n".join(lines) + "\n")
 
 
-def append_row(row: dict) -> None:
-    write_markdown(append_csv(CSV_PATH, FIELDS, [row]))
+ACCURACY = Table("accuracy", "Accuracy", tuple(FIELDS), KEY)
+ABLATION = Table("ablation", "Ablations", (*FIELDS[:2], "options", *FIELDS[2:]), (*KEY[:2], "options", *KEY[2:]))
 
 
-def write_markdown(rows: list[dict]) -> None:
-    shown = ["model", "eval_set", "method", "w_bits", "a_bits", "seed", "iters", "top1", "top5", "calib_seconds",
-             "device", "date", "commit"]
-    lines = ["# Accuracy (ONNX Runtime, top-1/top-5 %)", "",
-             "FP32 rows have method `fp32`. Noise: ~1.4 points (1k images), ~0.45 (cifar10_test_9k).", "",
-             ]
-    ordered = sorted(rows, key=lambda r: (r["model"], r["eval_set"], r["method"] != "fp32", r["method"],
-                                          -int(r["w_bits"] or 0), -int(r["a_bits"] or 0), r["seed"], r["iters"]))
-    lines += markdown_table(ordered, shown)
-    (RESULTS / "accuracy.md").write_text("\n".join(lines) + "\n")
-
-
-def _key(row: dict) -> tuple:
-    return tuple(str(row[k]) for k in KEY)
+def parse_options(pairs: list[str]) -> dict[str, object]:
+    """``["border=linear", "lr_border=0.01"]`` → ``{"border": "linear", "lr_border": 0.01}`` (JSON values when valid)."""
+    options: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--option expects KEY=VALUE, got {pair!r}")
+        try:
+            options[key.replace("-", "_")] = json.loads(text)
+        except json.JSONDecodeError:
+            options[key.replace("-", "_")] = text
+    return options
 
 
 def run(args: argparse.Namespace) -> None:
     spec = MODELS[args.model]
     evals = {name: spec["evals"][name] if name in spec["evals"] else Path(name) for name in args.eval.split(",")}
-    done = {_key(r) for r in read_rows()} if args.resume else set()
+    options = parse_options(args.option)
+    variant = ";".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in sorted(options.items()))
+    table = ABLATION if options else ACCURACY
+    done = {table.row_key(r) for r in table.read()} if args.resume else set()
     device = "cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu"
-    common = {"model": args.model, "batch": args.batch, "num_calib": args.num_calib, "device": device,
+    common = {"model": args.model, **({"options": variant} if options else {}), "batch": args.batch, "num_calib": args.num_calib, "device": device,
               "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
               "date": datetime.date.today().isoformat(), "commit": git_commit()}
     provider = "cuda" if device == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers() else "cpu"
-    for eval_name, eval_dir in evals.items():  # FP32 reference
+    for eval_name, eval_dir in evals.items():  # FP32 reference (main table only)
         row = {**common, "method": "fp32", "w_bits": 32, "a_bits": 32, "seed": 0, "iters": 0, "eval_set": eval_name}
-        if _key(row) not in done:
+        if not options and table.row_key(row) not in done:
             result = evaluate(spec["path"], eval_dir, provider=provider)
-            append_row({**row, "top1": f"{result.top1:.2f}", "top5": f"{result.top5:.2f}", "calib_seconds": 0})
+            table.append({**row, "top1": f"{result.top1:.2f}", "top5": f"{result.top5:.2f}", "calib_seconds": 0})
     for method in args.methods.split(","):
         for bits in args.bits.split(","):
             w_bits, a_bits = (int(b) for b in bits.split("/"))
             for seed in (int(s) for s in args.seeds.split(",")):
                 iters = 0 if method == "rtn" else args.iters
                 base = {**common, "method": method, "w_bits": w_bits, "a_bits": a_bits, "seed": seed, "iters": iters}
-                if all(_key({**base, "eval_set": name}) in done for name in evals):
-                    logging.info("skip %s (done)", base)
+                if all(table.row_key({**base, "eval_set": name}) in done for name in evals):
+                    logger.info("skip %s (done)", base)
                     continue
-                run_name = f"{args.model}_{method}_w{w_bits}a{a_bits}_s{seed}_i{iters}_b{args.batch}_n{args.num_calib}"
+                suffix = "".join(f"_{k}-{v}" for k, v in sorted(options.items()))
+                run_name = (f"{args.model}_{method}_w{w_bits}a{a_bits}_s{seed}_i{iters}_b{args.batch}_n{args.num_calib}"
+                            f"{suffix}")
                 start = time.perf_counter()
                 calibrated = calibrate(
                     spec["path"], spec["calib"], method=method, w_bits=w_bits, a_bits=a_bits, seed=seed, iters=iters,
                     batch_size=args.batch, num_calib=args.num_calib, device=device, engine=args.engine,
-                    checkpoint_dir=str(RESULTS / "checkpoints" / run_name) if method != "rtn" else None,
+                    checkpoint_dir=str(RESULTS / "checkpoints" / run_name) if method != "rtn" else None, **options,
                 )
                 seconds = time.perf_counter() - start
                 with tempfile.TemporaryDirectory() as tmp:
@@ -96,12 +135,12 @@ def run(args: argparse.Namespace) -> None:
                     onnx.save(export(calibrated), path)
                     for eval_name, eval_dir in evals.items():
                         row = {**base, "eval_set": eval_name}
-                        if _key(row) in done:
+                        if table.row_key(row) in done:
                             continue
                         result = evaluate(path, eval_dir, provider=provider)
-                        append_row({**row, "top1": f"{result.top1:.2f}", "top5": f"{result.top5:.2f}",
+                        table.append({**row, "top1": f"{result.top1:.2f}", "top5": f"{result.top5:.2f}",
                                     "calib_seconds": f"{seconds:.0f}"})
-                        logging.info("%s %s: top1 %.2f", run_name, eval_name, result.top1)
+                        logger.info("%s %s: top1 %.2f", run_name, eval_name, result.top1)
 
 
 def main() -> None:
@@ -118,6 +157,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="flat quantization option (ablation row), e.g. border=linear; repeatable")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
