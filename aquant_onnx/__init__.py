@@ -1,6 +1,6 @@
 """aquant-onnx: post-training quantization of ONNX models.
 
-Public API: ``quantize``, ``evaluate``, ``QuantConfig`` and the ``AquantError`` family.
+Public API: ``quantize``, ``plan`` (a dry run), ``evaluate``, ``QuantConfig`` and the ``AquantError`` family.
 Importing the package does no CUDA work and loads no native library.
 """
 
@@ -16,11 +16,17 @@ from .errors import (
 
 __version__ = "0.1.0"
 
-_LAZY = {"quantize": "pipeline", "calibrate": "pipeline", "export": "pipeline", "evaluate": "eval.classify"}
+_LAZY = {
+    "quantize": "pipeline",
+    "calibrate": "pipeline",
+    "export": "pipeline",
+    "plan": "planning",
+    "evaluate": "eval.classify",
+}
 
 
 def __getattr__(name: str):
-    """``quantize``/``evaluate`` import torch and onnxruntime: load them on first use only."""
+    """``quantize``/``plan``/``evaluate`` import torch and onnxruntime: load them on first use only."""
     import importlib
 
     if name in _LAZY:
@@ -45,5 +51,6 @@ __all__ = [
     "calibrate",
     "evaluate",
     "export",
+    "plan",
     "quantize",
 ]

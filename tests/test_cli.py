@@ -1,19 +1,26 @@
-"""The ``aquant-onnx`` command on bad input: one ``error:`` line, exit 1, no traceback, no output file."""
+"""The ``aquant-onnx`` command: bad input gives one ``error:`` line, exit 1, no traceback, no output file;
+--json, --dry-run, --config and the help pages."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import click
 import numpy as np
 import onnx
 import pytest
+from click.testing import CliRunner, Result
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
+from aquant_onnx.config import QuantConfig
+from aquant_onnx_cli.main import main as cli_main
 from conftest import REPO_ROOT
+from test_recon import tiny_resnet
 
 MODEL = REPO_ROOT / "models" / "resnet20_cifar10.onnx"
 CALIB = REPO_ROOT / "tests" / "data" / "cifar10_calib"
@@ -141,3 +148,186 @@ def test_help_lists_every_quantize_flag():
     for flag in ("--calib", "--method", "--w-bits", "--a-bits", "--num-calib", "--seed", "--iters", "--border",
                  "--checkpoint-dir", "--preset", "--border-op"):
         assert flag in result.stdout
+
+
+# ---------------------------------------------------------------------------- --json, --dry-run, --config, help
+# In-process through click's test runner: no interpreter start-up per call.
+
+
+def invoke(*args: str | Path) -> Result:
+    return CliRunner().invoke(cli_main, [str(arg) for arg in args])
+
+
+def assert_one_line_error(result: Result, pattern: str) -> None:
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 1, result.output
+    assert len(lines) == 1 and lines[0].startswith("error: ") and pattern in lines[0], result.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tiny") / "tiny.onnx"
+    onnx.save(tiny_resnet(), str(path))
+    return path
+
+
+def dry_run(model: Path, *args: str | Path) -> dict:
+    result = invoke("quantize", model, "--dry-run", "--json", "--time-steps", "0", *args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def config_json(model: Path, *args: str | Path) -> str:
+    return QuantConfig.from_dict(dry_run(model, *args)["config"]).to_json()
+
+
+FLAGS = ["--method", "aquant", "--w-bits", "3", "--first-layer-w-bits", "same", "--last-layer-a-bits", "6",
+         "--iters", "123", "--batch-size", "8", "--lambda", "0.02", "--border", "linear", "--border-granularity",
+         "channel", "--no-border-fusion", "--border-op", "onnx", "--num-calib", "64", "--quantize-input",
+         "--weight-symmetric", "--engine", "compiled", "--seed", "7"]  # fmt: skip
+FLAT_TOML = """
+method = "aquant"
+w-bits = 3
+first_layer_w_bits = "same"
+last-layer-a-bits = 6
+iters = 123
+batch-size = 8
+lambda = 0.02
+border = "linear"
+border-granularity = "channel"
+no-border-fusion = true
+border_op = "onnx"
+num-calib = 64
+quantize-input = true
+weight-symmetric = true
+engine = "compiled"
+seed = 7
+"""
+NESTED_TOML = """
+method = "aquant"
+w_bits = 3
+first_layer_w_bits = "same"
+last_layer_a_bits = 6
+quantize_model_input = true
+weight_symmetric = true
+num_calib = 64
+seed = 7
+[recon]
+iters = 123
+batch_size = 8
+weight_lambda = 0.02
+engine = "compiled"
+[border]
+shape = "linear"
+granularity = "channel"
+fusion = false
+[export]
+border_op = "onnx"
+"""
+
+
+@pytest.mark.parametrize("text", [FLAT_TOML, NESTED_TOML], ids=["flag-names", "nested-quantconfig"])
+def test_config_file_equals_flags(tiny_path, tmp_path, text):
+    config_file = tmp_path / "options.toml"
+    config_file.write_text(text)
+    from_flags = config_json(tiny_path, *FLAGS)
+    assert json.loads(from_flags)["first_layer_w_bits"] is None  # 'same'
+    assert config_json(tiny_path, "--config", config_file) == from_flags
+
+
+def test_yaml_config_round_trips_quantconfig_json(tiny_path, tmp_path):
+    yaml = pytest.importorskip("yaml", reason="YAML config files need PyYAML (aquant-onnx[yaml])")
+    from_flags = config_json(tiny_path, *FLAGS)
+    config_file = tmp_path / "options.yaml"
+    config_file.write_text(yaml.safe_dump(json.loads(from_flags)))  # every field, nulls and flag-less ones included
+    assert config_json(tiny_path, "--config", config_file) == from_flags
+
+
+def test_command_line_overrides_config_file(tiny_path, tmp_path):
+    config_file = tmp_path / "options.toml"
+    config_file.write_text(FLAT_TOML + "[recon]\nwarmup = 0.3\n")
+    config = dry_run(tiny_path, "--config", config_file, "--w-bits", "5", "--iters", "9")["config"]
+    assert (config["w_bits"], config["recon"]["iters"]) == (5, 9)  # the flags
+    assert (config["method"], config["recon"]["batch_size"], config["recon"]["warmup"]) == ("aquant", 8, 0.3)  # the file
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("syntax.toml", "w-bits = ", "is not valid TOML"),
+        ("unknown.toml", "bits = 4", "unknown option 'bits'"),
+        ("nested.toml", "[recon]\niterations = 5", "unknown key 'recon.iterations'"),
+        ("type.toml", 'w-bits = "many"', "option 'w_bits' in config file"),
+        ("range.toml", "w-bits = 12", "--w-bits must be an integer from 2 to 8"),
+        ("twice.toml", "iters = 3\n[recon]\niters = 4", "'iters' is given twice"),
+        ("options.json", "{}", "must end in .toml, .yaml or .yml"),
+        ("missing.toml", None, "cannot read config file"),
+    ],
+)
+def test_bad_config_file_is_one_line_error(tiny_path, tmp_path, name, text, message):
+    config_file = tmp_path / name
+    if text is not None:
+        config_file.write_text(text)
+    assert_one_line_error(invoke("quantize", tiny_path, "--dry-run", "--config", config_file), message)
+
+
+def test_calib_and_output_required_without_dry_run(tiny_path):
+    result = invoke("quantize", tiny_path)
+    assert result.exit_code == 2 and "Missing option '--calib'" in result.stderr
+
+
+def test_dry_run_plan_on_stdout(tiny_path):
+    plan = dry_run(tiny_path, "--method", "aquant", "--num-calib", "64")
+    assert [unit["layers"] for unit in plan["units"]] == [["c0"], ["c1", "c2"], ["fc"]]
+    assert plan["border_params"] == 456 and plan["samples"] == 64
+    text = invoke("quantize", tiny_path, "--method", "aquant", "--dry-run", "--time-steps", "0")
+    assert text.exit_code == 0 and "3 units" in text.stdout and "activation cache: peak" in text.stdout
+
+
+def test_quantize_json_then_inspect_json_shows_borders(tiny_path, tmp_path):
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.random.default_rng(0).normal(size=(16, 3, 8, 8)).astype(np.float32))
+    output = tmp_path / "tiny.aquant.onnx"
+    result = invoke("quantize", tiny_path, "--calib", calib, "-o", output, "--method", "aquant", "--iters", "2",
+                    "--batch-size", "8", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)  # stdout holds the JSON document only
+    assert summary["output"] == str(output) and summary["config"]["method"] == "aquant" and summary["layers"] == 4
+    assert [row["layers"] for row in summary["blocks"]] == [["c0"], ["c1", "c2"], ["fc"]]
+    assert all(row["iters"] == 2 and row["loss_end"] >= 0 and row["seconds"] > 0 for row in summary["blocks"])
+    report = json.loads(invoke("inspect", output, "--json").stdout)
+    borders = {row["name"]: row["border"] for row in report["layers"]}
+    assert borders["c0"] is None and "im2col" in borders["c1"] and "im2col" in borders["c2"] and borders["fc"]
+    assert report["border_params"] > 0
+    blocks = json.loads(invoke("inspect", tiny_path, "--blocks", "--json").stdout)
+    assert [block["layer_names"] for block in blocks] == [["c0"], ["c1", "c2"], ["fc"]]
+
+
+def test_ops_path_json():
+    result = invoke("ops-path", "--json")
+    if result.exit_code == 1:
+        pytest.skip(f"the op library is not built: {result.stderr.strip()}")
+    found = json.loads(result.stdout)
+    assert Path(found["path"]).is_file() and found["providers"][0] == "CPUExecutionProvider"
+
+
+def _commands(command: click.Command) -> list[click.Command]:
+    return [command, *(sub for child in getattr(command, "commands", {}).values() for sub in _commands(child))]
+
+
+def test_every_option_explains_itself():
+    """Each option of each command has a help sentence; choices and non-empty defaults are shown."""
+    for command in _commands(cli_main):
+        context = click.Context(command, info_name=command.name)
+        for param in command.params:
+            if not isinstance(param, click.Option):
+                continue
+            names, text = param.get_help_record(context)
+            assert param.help and len(param.help.split()) >= 3, f"{command.name} {names}: no help"
+            if isinstance(param.type, click.Choice):
+                assert all(choice in names for choice in param.type.choices), names
+            default = param.to_info_dict()["default"]  # None when unset
+            if default not in (None, False) and not (param.is_flag or param.count):
+                assert "[default: " in text, f"{command.name} {names}: default {default!r} not shown"
+        help_page = invoke(*([command.name] if command is not cli_main else []), "--help")
+        assert help_page.exit_code == 0 and "130  interrupted" in help_page.stdout, command.name
