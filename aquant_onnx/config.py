@@ -179,7 +179,7 @@ class QuantConfig:
 
 
 # Flat option names (CLI flags and ``quantize(**options)``) of the nested config fields.
-_NESTED_OPTIONS = {
+NESTED_OPTIONS = {
     **{f.name: ("recon", f.name) for f in dataclasses.fields(ReconConfig)},
     "border": ("border", "shape"),
     "border_granularity": ("border", "granularity"),
@@ -198,8 +198,8 @@ def with_options(config: QuantConfig, **options: Any) -> QuantConfig:
             continue
         if key in top and key not in ("recon", "border", "export"):
             data[key] = value
-        elif key in _NESTED_OPTIONS:
-            section, name = _NESTED_OPTIONS[key]
+        elif key in NESTED_OPTIONS:
+            section, name = NESTED_OPTIONS[key]
             data[section][name] = value
         else:
             raise ConfigError(f"Unknown quantization option '{key}'.")

@@ -29,7 +29,7 @@ else:  # the same parser, from PyPI
     import tomli as tomllib
 
 # flat option name -> (section, field), the mapping with_options applies
-from .config import _NESTED_OPTIONS as NESTED_OPTIONS
+from .config import NESTED_OPTIONS
 from .errors import ConfigError
 
 # section -> {field: flat option name}, e.g. "border" -> {"shape": "border", "granularity": "border_granularity", ...}

@@ -419,8 +419,8 @@ def _serve_netron(model: Path, port: int | None, browse: bool) -> None:
         host, port = netron.start(str(model), address=port, browse=browse)
     except OSError as error:
         raise ConfigError(f"Netron cannot listen on port {port} ({error.strerror}); choose another --netron-port.") from None
-    # The URL line is what scripts (and tests/test_netron.py) wait for.
-    click.echo(f"Netron is serving {model} at http://{host}:{port}; press Ctrl-C to stop.")
+    # The URL line is what scripts (and tests/test_netron.py) wait for; on stderr so `--json` stdout stays JSON.
+    click.echo(f"Netron is serving {model} at http://{host}:{port}; press Ctrl-C to stop.", err=True)
     netron.wait()
 
 
