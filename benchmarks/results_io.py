@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import os
+import platform
 import subprocess
 from pathlib import Path
 
@@ -16,6 +18,21 @@ def git_commit() -> str:
                               text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def device_name(provider: str = "cpu") -> str:
+    """What a row ran on: the GPU model for ``cuda``, else the CPU model and its core count."""
+    if provider == "cuda":
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cuda"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+    except OSError:  # not Linux: platform's answer is all we have
+        pass
+    return f"{cpu} ({os.cpu_count()} cores)"
 
 
 def read_csv(path: Path) -> list[dict]:

@@ -1,0 +1,115 @@
+"""The README results report (benchmarks/report.py) on small synthetic result CSVs."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))  # benchmarks/ is a folder of the repo, not an installed package
+
+from benchmarks.report import END, START, write_report
+
+COMMON = {"batch": 32, "num_calib": 1000, "device": "cpu", "torch": "2.13.0", "onnxruntime": "1.32.0"}
+
+
+def _write(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _accuracy(method: str, bits: tuple[int, int], seed: int, iters: int, top1: float, seconds: int) -> dict:
+    return {"model": "resnet20", "method": method, "w_bits": bits[0], "a_bits": bits[1], "seed": seed,
+            "iters": iters, "eval_set": "cifar10_test_9k", "top1": top1, "calib_seconds": seconds, **COMMON}
+
+
+def _latency(variant: str, batch: int, ms: float, commit: str) -> dict:
+    return {"model": "resnet20", "variant": variant, "batch": batch, "provider": "cpu", "median_ms": ms,
+            "gb_per_s": "", "ratio_vs_fp32": "", "threads": 2, "ort": "1.32.0", "device": "x86_64 2 cores",
+            "commit": commit}
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    folder = tmp_path / "results"
+    folder.mkdir()
+    _write(folder / "accuracy.csv", [
+        _accuracy("fp32", (32, 32), 0, 0, 81.20, 0),
+        _accuracy("rtn", (4, 4), 1005, 0, 70.00, 90),
+        _accuracy("rtn", (4, 4), 1005, 0, 78.40, 80),  # a rerun of the same key supersedes the row above
+        _accuracy("qdrop", (2, 2), 1005, 2000, 54.00, 300),
+        _accuracy("qdrop", (2, 2), 1006, 2000, 56.00, 500),
+        _accuracy("aquant", (2, 2), 1005, 2000, 62.00, 700),
+        _accuracy("aquant", (2, 2), 1006, 2000, 63.00, 900),
+    ])
+    _write(folder / "paper_reference.csv", [
+        {"source": "paper Table 1", "dataset": "imagenet", "model": "resnet18", "method": method, "w_bits": 2,
+         "a_bits": 2, "top1": top1} for method, top1 in (("qdrop", 54.19), ("aquant", 60.31))])
+    ort = {"model": "resnet20", "num_calib": 1000, "calib_set": "cifar10_calib", "seed": 1005,
+           "eval_set": "cifar10_test_9k", "top5": "", "onnxruntime": "1.32.0", "device": "cpu"}
+    _write(folder / "ort_quantize.csv", [
+        {**ort, "calibrate": "fp32", "w_bits": 32, "a_bits": 32, "top1": "81.20", "status": "ok"},
+        {**ort, "calibrate": "minmax", "w_bits": 8, "a_bits": 8, "top1": "81.00", "status": "ok"},
+        {**ort, "calibrate": "minmax", "w_bits": 4, "a_bits": 4, "top1": "", "status": "unsupported: NotImpl"},
+    ])
+    _write(folder / "ort_latency.csv", [
+        _latency("fp32", 1, 2.0, "aaa"), _latency("qdq_w4a4", 1, 1.0, "aaa"), _latency("aquant_channel", 1, 3.0, "aaa"),
+        _latency("qdq_w4a4", 1, 1.5, "bbb"),  # latest qdq_w4a4 run, without an FP32 row of its own
+    ])
+    _write(folder / "model_size.csv", [{"model": "resnet20", "variant": "qdq_w4a4", "bytes": 250000}])
+    return folder
+
+
+@pytest.fixture
+def readme(tmp_path: Path) -> Path:
+    path = tmp_path / "README.md"
+    path.write_text(f"# title\n\n## Results\n\n{START}\nold text\n{END}\n\n## Install\nkept\n")
+    return path
+
+
+def test_report_tables_come_from_the_csvs(results: Path, readme: Path, tmp_path: Path) -> None:
+    body = write_report(results, readme, tmp_path / "docs", plots=False)
+    text = readme.read_text()
+    assert text.startswith("# title\n\n## Results\n\n" + START) and text.endswith(f"{END}\n\n## Install\nkept\n")
+    assert "old text" not in text and body in text
+    lines = body.splitlines()
+    # accuracy: latest row per key, mean ± half range over seeds (number of seeds)
+    assert "| method | W4A4 | W2A2 |" in lines
+    assert "| rtn | 78.40 | – |" in lines
+    assert "| qdrop · 2000 it | – | 55.00 ± 1.00 (2) |" in lines
+    assert "| aquant · 2000 it | – | 62.50 ± 0.50 (2) |" in lines
+    assert any(line.startswith("**resnet20 on cifar10_test_9k** (FP32 81.20;") for line in lines)
+    # AQuant − QDrop margins: ours (62.5 − 55.0) beside the paper's (60.31 − 54.19)
+    assert "| ours: resnet20, cifar10_test_9k, 2000 it | +7.50 |" in lines
+    assert "| paper: resnet18, ImageNet | +6.12 |" in lines
+    # ORT quantize_static, unsupported settings said so, our best method beside it
+    assert "| ORT minmax | 81.00 | not supported (unsupported: NotImpl) |" in lines
+    assert "| aquant-onnx (best) | – | 78.40 (rtn) |" in lines
+    # calibration time: median over seeds
+    assert "| qdrop · 2000 it | – | 400 |" in lines
+    assert "| rtn | 80 | – |" in lines
+    # latency: latest row per variant; ratio only against the FP32 row of the same run
+    assert "| resnet20 | qdq_w4a4 | 1.5 | – | 1.00 | 0.25 | 2 | bbb |" in lines
+    assert "| resnet20 | aquant_channel | 3.0 | 1.50 | 3.00 | – | 2 | aaa |" in lines
+
+
+def test_report_writes_plots_linked_from_the_readme(results: Path, readme: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    docs = tmp_path / "docs"
+    body = write_report(results, readme, docs, plots=True)
+    for name in ("accuracy_vs_bits_resnet20.png", "latency_cpu.png"):
+        assert (docs / name).read_bytes().startswith(b"\x89PNG")
+        assert f"(docs/{name})" in body
+
+
+def test_report_refuses_a_readme_without_markers(results: Path, tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers\n")
+    with pytest.raises(SystemExit, match="results:start"):
+        write_report(results, readme, tmp_path / "docs", plots=False)
+    assert readme.read_text() == "# no markers\n"

@@ -1,0 +1,87 @@
+"""The benchmark suite definitions (benchmarks/suite.py) and the runner (python -m benchmarks run)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))  # benchmarks/ is a folder of the repo, not an installed package
+
+import benchmarks.__main__ as runner
+from benchmarks.suite import Job, suite_jobs
+
+
+def test_accuracy_suite_is_the_published_table() -> None:
+    jobs = suite_jobs("accuracy", iters=300, gpu_iters=5000)
+    cpu = [job for job in jobs if not job.gpu]
+    # 6 methods x 4 bit settings, two seeds for brecq / qdrop / aquant
+    assert len(cpu) == 6 * 4 + 3 * 4
+    assert {job.argv[job.argv.index("--model") + 1] for job in cpu} == {"resnet20"}
+    qdrop_w2a2 = [job for job in cpu if "qdrop W2A2" in job.name]
+    assert [job.argv[job.argv.index("--seeds") + 1] for job in qdrop_w2a2] == ["1005", "1006"]
+    assert [row["eval_set"] for row in qdrop_w2a2[0].expected] == ["cifar10_test_9k", "cifar10_test"]
+    assert qdrop_w2a2[0].expected[0]["iters"] == "300"
+    rtn = next(job for job in cpu if job.name.startswith("resnet20 rtn W4A4"))
+    assert rtn.expected[0]["iters"] == "0"  # accuracy.py records RTN rows with 0 iterations
+    gpu_models = {job.argv[job.argv.index("--model") + 1] for job in jobs if job.gpu}
+    assert gpu_models == {"mobilenet_v2", "efficientnet_lite0"}
+    assert all(job.expected[0]["iters"] == "5000" for job in jobs if job.gpu and "rtn" not in job.name)
+
+
+def test_unknown_suite_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown suite 'nope'"):
+        suite_jobs("nope")
+
+
+def _job(name: str, gpu: bool = False) -> Job:
+    return Job(suite="accuracy", name=name, module="benchmarks.accuracy", argv=("--x", name), results="r.csv",
+               expected=({"name": name, "eval_set": "a"}, {"name": name, "eval_set": "b"}), gpu=gpu, resumable=True)
+
+
+def _results(folder: Path, rows: list[dict]) -> None:
+    with (folder / "r.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["name", "eval_set"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_job_is_done_only_when_every_expected_row_exists(tmp_path: Path) -> None:
+    _results(tmp_path, [{"name": "one", "eval_set": "a"}, {"name": "two", "eval_set": "a"},
+                        {"name": "two", "eval_set": "b"}])
+    assert not _job("one").done(tmp_path)
+    assert _job("two").done(tmp_path)
+    assert _job("one").command(resume=True) == ["--x", "one", "--resume"]
+
+
+def test_runner_skips_done_and_gpu_jobs_and_reports_failures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    _results(tmp_path, [{"name": "done", "eval_set": "a"}, {"name": "done", "eval_set": "b"}])
+    jobs = [_job("done"), _job("fails"), _job("gpu", gpu=True), _job("works")]
+    ran: list[str] = []
+
+    def fake_run(job: Job, resume: bool) -> None:
+        ran.append(job.name)
+        if job.name == "fails":
+            raise SystemExit("bad input")
+
+    monkeypatch.setattr(runner, "suite_jobs", lambda suite, iters, gpu_iters: jobs)
+    monkeypatch.setattr(runner, "RESULTS", tmp_path)
+    monkeypatch.setattr(runner, "run_job", fake_run)
+    monkeypatch.setattr(runner, "_cuda_available", lambda: False)
+    args = argparse.Namespace(suite="accuracy", iters=10, gpu_iters=10, match="", include_gpu_jobs=False,
+                              resume=True, dry_run=False, max_minutes=10.0)
+    assert runner.run_suite(args) == 1
+    assert ran == ["fails", "works"]
+    out = capsys.readouterr().out
+    assert "4 jobs, 1 done, 2 to run, 1 GPU jobs skipped" in out
+    assert "job failed: fails: bad input" in out
+
+    ran.clear()
+    assert runner.run_suite(argparse.Namespace(**{**vars(args), "max_minutes": 0.0})) == 0
+    assert ran == []
+    assert "2 jobs left:\n  fails\n  works\n" in capsys.readouterr().out
