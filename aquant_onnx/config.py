@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,6 +91,8 @@ class ReconConfig:
 
     def __post_init__(self) -> None:
         self.engine = Engine(self.engine)
+        if self.checkpoint_dir is not None:
+            self.checkpoint_dir = os.fspath(self.checkpoint_dir)  # a Path (the CLI gives one) must stay JSON-able
         if self.iters < 0:
             raise ConfigError(f"--iters must be >= 0, got {self.iters}.")
         if self.batch_size < 1:

@@ -1,11 +1,15 @@
 """Iterations per second of the reconstruction loop, eager vs compiled (DESIGN §7).
 
     python -m benchmarks.calib_speed --model resnet20 --blocks 1,5,9 --iters 100 \
-        [--engines eager,compiled] [--methods qdrop,aquant]
+        [--engines eager,compiled] [--methods qdrop,aquant] [--act-drop P]
 
 Per block: RTN W4A4 quantizers, cache of ``--num-calib`` samples, one reconstruction step of the
-method (QDrop: AdaRound + LSQ, drop 0.5; AQuant: the same plus border functions) at batch 32; the first ``--warmup`` iterations (compilation) are not timed. Appends a
-row per (model, block, engine) to benchmarks/results/calib_speed.csv and rewrites calib_speed.md.
+method (QDrop: AdaRound + LSQ; AQuant: the same plus border functions) at batch 32, set up as
+``BlockMethod.reconstruct`` does: the QDrop input mix and the quantizers' activation dropout
+both use the method's drop probability (0.5; ``--act-drop`` overrides the quantizers', recorded
+in the ``act_drop`` column). The first ``--warmup`` iterations (compilation) are not timed.
+Appends a row per (model, method, block, engine) to benchmarks/results/calib_speed.csv and
+rewrites calib_speed.md.
 """
 
 from __future__ import annotations
@@ -30,13 +34,14 @@ from aquant_onnx.recon.methods import CalibrationContext, get_method
 from aquant_onnx.torchgraph.executor import TorchGraph
 
 from .models import MODELS
-from .results_io import RESULTS, append_csv, markdown_table
+from .results_io import RESULTS, append_csv, markdown_table, read_csv
 
-FIELDS = ["model", "method", "block", "layers", "engine", "batch", "iters", "it_per_s", "device", "threads", "torch", "date"]
+FIELDS = ["model", "method", "block", "layers", "engine", "batch", "iters", "it_per_s", "device", "threads", "torch", "date",
+          "act_drop"]
 
 
 def measure(model_key: str, method_name: str, block_ids: list[int], engines: list[str], iters: int, warmup: int, num_calib: int,
-            device_name: str) -> list[dict]:
+            device_name: str, act_drop: float | None = None) -> list[dict]:
     spec = MODELS[model_key]
     canonical = load_model(spec["path"])
     prep = preprocessing_for_model(canonical, model_path=str(spec["path"]))
@@ -60,6 +65,11 @@ def measure(model_key: str, method_name: str, block_ids: list[int], engines: lis
             cache = cache_from_model_inputs(graph, unit, inputs, device, CACHE_CHUNK)
             method.prepare_unit(ctx, unit)
             quantizers = method.unit_quantizers(ctx, unit)
+            drop = method.input_drop_prob(ctx)
+            quantizer_drop = drop if act_drop is None else act_drop
+            for q in quantizers:
+                if hasattr(q, "drop_prob"):  # activation and border quantizers, as in reconstruct()
+                    q.drop_prob = quantizer_drop
             by_kind: dict = {}
             for q in quantizers:
                 for kind, params in q.learnable_parameters().items():
@@ -68,7 +78,7 @@ def measure(model_key: str, method_name: str, block_ids: list[int], engines: lis
             regularized = [q for q in quantizers if hasattr(q, "regularizer")]
             timings = []
             for count in (warmup, iters):
-                settings = LoopSettings(count, 32, 0.5, 0.01, 0.2, 20.0, 2.0, Engine(engine), 0)
+                settings = LoopSettings(count, 32, drop, 0.01, 0.2, 20.0, 2.0, Engine(engine), 0)
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 start = time.perf_counter()
@@ -81,14 +91,19 @@ def measure(model_key: str, method_name: str, block_ids: list[int], engines: lis
                 "iters": iters, "it_per_s": round(iters / timings[1], 2),
                 "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
                 "threads": torch.get_num_threads(), "torch": torch.__version__,
-                "date": datetime.date.today().isoformat(),
+                "date": datetime.date.today().isoformat(), "act_drop": quantizer_drop,
             })
             print(rows[-1], flush=True)
     return rows
 
 
 def write(rows: list[dict]) -> None:
-    all_rows = append_csv(RESULTS / "calib_speed.csv", FIELDS, rows)
+    path = RESULTS / "calib_speed.csv"
+    earlier = read_csv(path)
+    if earlier and list(earlier[0]) != FIELDS:  # rows from before a column was added: rewrite under the new header
+        path.unlink()
+        append_csv(path, FIELDS, earlier)
+    all_rows = append_csv(path, FIELDS, rows)
     lines = ["# Reconstruction loop speed (one reconstruction step, batch 32)", "", *markdown_table(all_rows, FIELDS)]
     (RESULTS / "calib_speed.md").write_text("\n".join(lines) + "\n")
 
@@ -104,11 +119,13 @@ def main() -> None:
     parser.add_argument("--num-calib", type=int, default=256)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--act-drop", type=float, default=None,
+                        help="activation dropout of the quantizers (default: the method's, as in calibration)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = [row for method in args.methods.split(",")
             for row in measure(args.model, method, [int(b) for b in args.blocks.split(",")], args.engines.split(","),
-                               args.iters, args.warmup, args.num_calib, args.device)]
+                               args.iters, args.warmup, args.num_calib, args.device, args.act_drop)]
     write(rows)
 
 

@@ -1,7 +1,7 @@
 """ONNX Runtime latency of FP32, plain QDQ and AQuant models, and BorderRound kernel throughput (DESIGN §5, §7).
 
     python -m benchmarks.ort_latency --models resnet20,mobilenet_v2 --batches 1,32 [--provider cpu|cuda]
-        [--variants fp32,qdq_w8a8,...] [--kernel] [--threads 2] [--iters 2] [--num-calib 32] [--resume]
+        [--variants fp32,qdq_w8a8,...] [--kernel] [--layer-forms] [--threads 2] [--iters 2] [--num-calib 32] [--resume]
 
 Models are calibrated with a tiny schedule (``--iters``, ``--num-calib``): latency depends on the
 graph, not on how well the parameters were learned. Exported models are cached in ``--work-dir``
@@ -16,7 +16,11 @@ Timing: ``--warmup`` runs, then the median of N runs, N chosen so a cell takes a
 ``--seconds`` (at least ``--min-runs``); random input; intra-op threads fixed to ``--threads``.
 ``--kernel`` adds the BorderRound kernel on a MobileNetV2-sized activation [N, 96, 112, 112]:
 GB/s of input read, next to QuantizeLinear on the same tensor (and, on CUDA, a torch
-device-to-device copy). ``--profile`` writes ORT profiles of each model cell and logs the op types
+device-to-device copy). ``--layer-forms`` times single layers (a ResNet-20 3x3 conv, a MobileNetV2
+1x1 and depthwise conv, 4-bit codes from QuantizeLinear + Clip) in three forms: ``qdq_w4a4``
+(DequantizeLinear → float Conv), ``integer_float_conv`` (the exporter's integer form: centred
+codes and weights → float Conv → Mul by s_x·s_w) and ``integer_convinteger`` (ConvInteger →
+Add int32 bias → Cast → Mul). ``--profile`` writes ORT profiles of each model cell and logs the op types
 that take the most time. One CSV row per (model, variant, batch, provider) is appended to
 ``benchmarks/results/ort_latency.csv``; ``ort_latency.md`` is regenerated from it.
 """
@@ -63,6 +67,10 @@ VARIANTS: dict[str, dict | None] = {
 }
 KERNEL_MODEL = "kernel[N,96,112,112]"  # MobileNetV2's largest depthwise-conv input (block 2)
 KERNEL_CHANNELS, KERNEL_SIZE = 96, 112
+# layer-forms probe: name -> (in channels, size, out channels, kernel, group)
+LAYER_SHAPES = {"layer[N,32,16,16] conv3x3": (32, 16, 32, 3, 1), "layer[N,96,56,56] conv1x1": (96, 56, 24, 1, 1),
+                "layer[N,144,56,56] depthwise3x3": (144, 56, 144, 3, 144)}
+LAYER_FORMS = ("qdq_w4a4", "integer_float_conv", "integer_convinteger")
 
 
 def _provider_name(provider: str) -> str:
@@ -261,6 +269,61 @@ def measure_kernels(batches: list[int], provider: str, threads: int, args: argpa
     return rows
 
 
+# ---------------------------------------------------------------- one layer in integer forms
+
+
+def _layer_model(shape_name: str, form: str, batch: int) -> bytes:
+    """One 4-bit layer on X: codes = Clip(QuantizeLinear(X)), then the layer in ``form``."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    channels, size, out_channels, kernel, group = LAYER_SHAPES[shape_name]
+    rng = np.random.default_rng(0)
+    weight = rng.integers(-8, 8, (out_channels, channels // group, kernel, kernel)).astype(np.int8)
+    ones = np.ones(out_channels, np.float32)
+    values = {"scale": np.array(0.05, np.float32), "zero_point": np.array(8, np.uint8), "qmin": np.array(0, np.uint8),
+              "qmax": np.array(15, np.uint8), "weight": weight, "weight_zero_point": np.zeros(out_channels, np.int8),
+              "output_scale": np.full((out_channels, 1, 1), 0.01, np.float32)}
+    conv = {"kernel_shape": [kernel, kernel], "pads": [kernel // 2] * 4, "group": group}
+    nodes = [helper.make_node("QuantizeLinear", ["x", "scale", "zero_point"], ["q"]),
+             helper.make_node("Clip", ["q", "qmin", "qmax"], ["codes"])]
+    if form == "integer_convinteger":
+        values.update(bias=np.zeros((out_channels, 1, 1), np.int32))
+        nodes += [helper.make_node("ConvInteger", ["codes", "weight", "zero_point"], ["acc"], **conv),
+                  helper.make_node("Add", ["acc", "bias"], ["acc_bias"]),
+                  helper.make_node("Cast", ["acc_bias"], ["acc_float"], to=TensorProto.FLOAT),
+                  helper.make_node("Mul", ["acc_float", "output_scale"], ["y"])]
+    else:
+        integer = form == "integer_float_conv"
+        values.update(code_scale=np.array(1.0 if integer else 0.05, np.float32), weight_scale=ones if integer else ones / 64,
+                      bias=np.zeros(out_channels, np.float32))
+        nodes += [helper.make_node("DequantizeLinear", ["codes", "code_scale", "zero_point"], ["x_dq"]),
+                  helper.make_node("DequantizeLinear", ["weight", "weight_scale", "weight_zero_point"], ["w_dq"], axis=0),
+                  helper.make_node("Conv", ["x_dq", "w_dq", "bias"], ["acc" if integer else "y"], **conv)]
+        if integer:
+            nodes.append(helper.make_node("Mul", ["acc", "output_scale"], ["y"]))
+    graph = helper.make_graph(nodes, "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                               [batch, channels, size, size])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(v, k) for k, v in values.items()])
+    return helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def measure_layer_forms(batches: list[int], provider: str, threads: int, args: argparse.Namespace,
+                        done: set[tuple]) -> list[dict]:
+    rows = []
+    rng = np.random.default_rng(0)
+    for shape_name in LAYER_SHAPES:
+        for batch in batches:
+            for form in LAYER_FORMS:
+                if (shape_name, form, str(batch), provider) in done:
+                    continue
+                sess = open_session(_layer_model(shape_name, form, batch), provider, threads)
+                call = _runner(sess, _input_feeds(sess, batch, rng), provider)
+                ms, runs = time_call(call, args.warmup, args.seconds, args.min_runs)
+                rows.append(_row(shape_name, form, batch, provider, ms, runs, threads, args))
+    return rows
+
+
 # ---------------------------------------------------------------- rows and tables
 
 
@@ -330,9 +393,12 @@ def write(rows: list[dict]) -> None:
              "tiny calibration schedule (`calib` column): latency depends on the graph, not on the learned values.",
              "Ratios are against the QDrop W4A4 QDQ model and the FP32 model of the same (model, batch, provider).",
              "", "## Models", ""]
-    lines += markdown_table([r for r in all_rows if not r["model"].startswith("kernel")], model_fields)
+    lines += markdown_table([r for r in all_rows if not r["model"].startswith(("kernel", "layer"))], model_fields)
     lines += ["", "## BorderRound kernel (GB/s of float32 input read)", ""]
     lines += markdown_table([r for r in all_rows if r["model"].startswith("kernel")], kernel_fields)
+    lines += ["", "## One 4-bit layer: float form, integer form on float Conv, integer form on ConvInteger", ""]
+    lines += markdown_table([r for r in all_rows if r["model"].startswith("layer")],
+                            [f for f in model_fields if f not in ("ratio_vs_fp32", "calib")])
     MD_PATH.write_text("\n".join(lines) + "\n")
 
 
@@ -343,7 +409,7 @@ def measure_models(args: argparse.Namespace, done: set[tuple]) -> list[dict]:
     rows = []
     rng = np.random.default_rng(0)
     calib = f"iters={args.iters},num_calib={args.num_calib}"
-    for model_key in args.models.split(","):
+    for model_key in filter(None, args.models.split(",")):  # --models "" skips the models
         variants = args.variants.split(",")
         pending = [(v, b) for v in variants for b in args.batches
                    if (model_key, v, str(b), args.provider) not in done]
@@ -381,6 +447,7 @@ def main() -> None:
     parser.add_argument("--min-runs", type=int, default=5)
     parser.add_argument("--kernel", action="store_true", help="also measure the BorderRound kernel")
     parser.add_argument("--kernel-only", action="store_true")
+    parser.add_argument("--layer-forms", action="store_true", help="also time one layer in its integer forms")
     parser.add_argument("--profile", action="store_true", help="ORT-profile each variant at the last batch size")
     parser.add_argument("--work-dir", default=str(REPO_ROOT / "out" / "ort_latency"))
     parser.add_argument("--resume", action="store_true", help="skip rows already in the CSV")
@@ -396,6 +463,8 @@ def main() -> None:
         measure_models(args, done)
     if args.kernel or args.kernel_only:
         measure_kernels(args.batches, args.provider, args.threads, args, done)
+    if args.layer_forms:
+        measure_layer_forms(args.batches, args.provider, args.threads, args, done)
 
 
 if __name__ == "__main__":

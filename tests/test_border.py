@@ -13,7 +13,13 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from aquant_onnx.config import BorderShape
 from aquant_onnx.errors import ConfigError
-from aquant_onnx.quant.border import BorderQuantizer, border_codes, border_round
+from aquant_onnx.quant.border import (
+    BorderQuantizer,
+    Im2colGeometry,
+    _keep_float_mask,
+    border_codes,
+    border_round,
+)
 
 SHAPES = {1: BorderShape.CONSTANT, 2: BorderShape.LINEAR, 3: BorderShape.QUADRATIC}
 
@@ -204,8 +210,9 @@ def test_elementwise_gradients_match_ste_rule() -> None:
     torch.testing.assert_close(s.grad, expected_s, rtol=1e-5, atol=1e-7)
 
 
-def autograd_reference(x, s, zero_point, coeffs, qmin, qmax, geometry, fuse, through_border, grad_scale):
-    """The same semantics written with plain autograd: STE as code.detach() + (u − u.detach())."""
+def autograd_reference(x, s, zero_point, coeffs, qmin, qmax, geometry, fuse, through_border, grad_scale, keep=None):
+    """The same semantics written with plain autograd: STE as code.detach() + (u − u.detach());
+    ``keep`` (columns-shaped bool) selects the float im2col entries instead (QDrop)."""
     s_scaled = (s - s * grad_scale).detach() + s * grad_scale  # LSQ gradient scale
     v_map = x / s_scaled + zero_point
     top, left, bottom, right = geometry["pads"]
@@ -225,14 +232,21 @@ def autograd_reference(x, s, zero_point, coeffs, qmin, qmax, geometry, fuse, thr
     ste = torch.ceil(u).detach() + (u - u.detach())
     code = torch.where((ste >= qmin) & (ste <= qmax), ste, ste.detach().clamp(qmin, qmax))
     code = torch.where(padded, torch.full_like(code, float(zero_point)), code)
-    return s_scaled * (code - zero_point)
+    x_hat = s_scaled * (code - zero_point)
+    if keep is None:
+        return x_hat
+    float_columns = F.unfold(pad_onnx(x, geometry["pads"]), geometry["kernel"], dilation=geometry["dilations"],
+                             stride=geometry["strides"])
+    return torch.where(keep, float_columns, x_hat)
 
 
 @pytest.mark.parametrize(
-    ("fuse", "through_border", "degree"),
-    [(True, False, 3), (False, False, 2), (True, True, 3), (False, True, 3), (True, True, 2)],
+    ("fuse", "through_border", "degree", "drop_prob"),
+    [(True, False, 3, 0.0), (False, False, 2, 0.0), (True, True, 3, 0.0), (False, True, 3, 0.0), (True, True, 2, 0.0),
+     (True, False, 3, 0.5), (False, True, 3, 0.5)],
 )
-def test_im2col_gradients_match_autograd_reference(fuse: bool, through_border: bool, degree: int) -> None:
+def test_im2col_gradients_match_autograd_reference(fuse: bool, through_border: bool, degree: int,
+                                                   drop_prob: float) -> None:
     gen = torch.Generator().manual_seed(int(fuse) + 2 * int(through_border) + degree)
     geometry = {"kernel": (3, 3), "strides": (2, 1), "pads": (1, 2, 0, 1), "dilations": (1, 2)}
     x = torch.randn(2, 3, 7, 8, generator=gen) * 1.2
@@ -242,10 +256,17 @@ def test_im2col_gradients_match_autograd_reference(fuse: bool, through_border: b
     for use_reference in (False, True):
         xi, si, ci = x.clone().requires_grad_(), torch.tensor(0.17, requires_grad=True), coeffs.clone().requires_grad_()
         grad_scale = 1.0 / math.sqrt(x.numel() * 15)
+        torch.manual_seed(11)  # the same QDrop draw in both
         if use_reference:
-            out = autograd_reference(xi, si, 4, ci, 0, 15, geometry, fuse, through_border, grad_scale)
+            keep = None
+            if drop_prob > 0:
+                keep = _keep_float_mask(weight.shape, drop_prob, x.device)  # flat order = the function's draw
+                assert 0.35 < keep.float().mean() < 0.65
+            out = autograd_reference(xi, si, 4, ci, 0, 15, geometry, fuse, through_border, grad_scale,
+                                     None if keep is None else keep.bool())
         else:
-            out = border_round(xi, si, 4, ci, 0, 15, fuse=fuse, grad_through_border=through_border, **geometry)
+            out = border_round(xi, si, 4, ci, 0, 15, fuse=fuse, grad_through_border=through_border,
+                               drop_prob=drop_prob, **geometry)
         weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(7)) if weight is None else weight
         (weight * out).sum().backward()
         grads.append((xi.grad, si.grad, ci.grad))
@@ -310,6 +331,72 @@ def test_padding_emits_zero_point_and_enters_mean_with_v_equal_z() -> None:
     assert codes[0, :, 0].tolist() == expected.to(torch.int32).tolist()
 
 
+@pytest.mark.parametrize("seed", [s for s in range(24) if any(im2col_case(s)["geometry"]["pads"])][:6])
+def test_unpadded_mask_matches_unfolded_padding(seed: int) -> None:
+    g = im2col_case(seed)["geometry"]
+    height, width = 7, 6
+    geometry = Im2colGeometry(g["kernel"], g["strides"], g["pads"], g["dilations"])
+    expected = F.unfold(pad_onnx(torch.ones(1, 1, height, width), g["pads"]), g["kernel"], dilation=g["dilations"],
+                        stride=g["strides"]) != 0
+    mask = geometry.unpadded_mask(height, width, torch.device("cpu"))
+    assert mask is not None and set(mask.unique().tolist()) <= {-1, 0}
+    assert torch.equal(mask.reshape(expected.shape) == -1, expected)
+    assert Im2colGeometry((3, 3)).unpadded_mask(5, 5, torch.device("cpu")) is None
+
+
+# ---------------------------------------------------------------- QDrop inside the border function
+
+
+def test_drop_keeps_float_columns_with_the_given_probability() -> None:
+    geometry = {"kernel": (3, 3), "strides": (1, 1), "pads": (1, 1, 1, 1), "dilations": (1, 1)}
+    quantizer = BorderQuantizer(4, "linear", 4, **geometry).init_from(0.2, 3)
+    x = torch.randn(4, 4, 10, 10, generator=torch.Generator().manual_seed(5))
+    quantized = quantizer(x)
+    float_columns = F.unfold(pad_onnx(x, geometry["pads"]), (3, 3))
+    unpadded = float_columns != 0
+    assert (quantized != float_columns)[unpadded].float().mean() > 0.9  # the two choices differ almost everywhere
+    quantizer.drop_prob = 0.5
+    torch.manual_seed(3)
+    mixed = quantizer(x)
+    torch.manual_seed(3)
+    assert torch.equal(quantizer(x), mixed)  # seeded: reproducible
+    kept = (mixed == float_columns) & unpadded
+    assert torch.equal(torch.where(kept, float_columns, quantized), mixed)  # each entry is one of the two
+    assert 0.45 < kept.sum() / unpadded.sum() < 0.55
+    quantizer.drop_prob = 1.0
+    assert torch.equal(quantizer(x), float_columns)
+    quantizer.eval()
+    assert torch.equal(quantizer(x), quantized)  # no dropout outside training
+
+
+@pytest.mark.slow  # ~15-30 s of inductor compilation on 2 busy cores
+def test_compiled_border_round_matches_eager_codes_and_gradients() -> None:
+    """One graph under torch.compile (no host reads), the same codes, the same gradients."""
+    quantizer = BorderQuantizer(4, "quadratic", 4, kernel=(3, 3), pads=(1, 0, 2, 1)).init_from(0.1, 3)
+    with torch.no_grad():
+        quantizer.coeffs.copy_(torch.from_numpy(random_coeffs(np.random.default_rng(4), 3, 36)))
+    weight = torch.randn(8, 36, generator=torch.Generator().manual_seed(2))
+    x = torch.randn(2, 4, 9, 8, generator=torch.Generator().manual_seed(1)) * 2
+
+    def loss_and_columns(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        columns = quantizer(inputs)
+        return (weight @ columns).square().mean(), columns
+
+    results = []
+    for step in (loss_and_columns, torch.compile(loss_and_columns, fullgraph=True)):
+        quantizer.zero_grad()
+        inputs = x.clone().requires_grad_()
+        loss, columns = step(inputs)
+        loss.backward()
+        results.append((columns.detach(), inputs.grad, quantizer.coeffs.grad.clone(), quantizer.scale.grad.clone()))
+    (eager_columns, *eager_grads), (compiled_columns, *compiled_grads) = results
+    assert torch.equal(compiled_columns, eager_columns)
+    assert len(torch.unique(eager_columns)) > 10
+    for compiled, eager in zip(compiled_grads, eager_grads):
+        assert eager.abs().sum() > 0
+        torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-6)
+
+
 # ---------------------------------------------------------------- memory and module API
 
 
@@ -325,24 +412,29 @@ class _UnfoldedAllocations(TorchDispatchMode):
         leaves = torch.utils._pytree.tree_leaves((args, kwargs))
         inputs = {a.untyped_storage().data_ptr() for a in leaves if isinstance(a, torch.Tensor)}
         for t in torch.utils._pytree.tree_leaves(out):
-            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in inputs:
-                if t.untyped_storage().nbytes() >= self.threshold_bytes:
-                    self.large.append((str(func), str(t.dtype)))
+            if (isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in inputs
+                    and t.untyped_storage().nbytes() >= self.threshold_bytes):
+                self.large.append((str(func), str(t.dtype)))
         return out
 
 
-def test_im2col_memory_one_unfolded_buffer_forward_none_backward() -> None:
+@pytest.mark.parametrize("drop_prob", [0.0, 0.5])
+def test_im2col_memory_one_unfolded_float_buffer_forward_none_backward(drop_prob: float) -> None:
     quantizer = BorderQuantizer(8, "quadratic", 4, kernel=(3, 3), pads=(1, 1, 1, 1)).init_from(0.1, 8)
+    quantizer.drop_prob = drop_prob
     x = torch.randn(2, 8, 12, 12, requires_grad=True)
     column_bytes = 2 * 8 * 9 * 144 * 4
     with _UnfoldedAllocations(column_bytes // 5) as forward_mode:
         out = quantizer(x)
     assert out.shape == (2, 72, 144)
-    # The result buffer (codes → x̂ in place) and the bool mask saved for backward (¼ size);
-    # v stays a strided window view and B is computed one tap (map-sized slice) at a time.
-    floats = [op for op, dtype in forward_mode.large if dtype != "torch.bool"]
+    # One float buffer (the result, finished in place); the rest are byte tensors (¼ size):
+    # integer codes and masks, plus the QDrop draw. v stays a strided window view and B is
+    # computed one tap (map-sized slice) at a time.
+    floats = [op for op, dtype in forward_mode.large if dtype == "torch.float32"]
     assert floats == ["aten.empty.memory_format"], forward_mode.large
-    assert len(forward_mode.large) <= 3, forward_mode.large  # + the mask and one transient bool
+    byte_types = {"torch.int8", "torch.uint8", "torch.int64"}  # int64: the random words, numel / 8 of them
+    assert {dtype for _, dtype in forward_mode.large} <= byte_types | {"torch.float32"}, forward_mode.large
+    assert len(forward_mode.large) <= (4 if drop_prob == 0 else 8), forward_mode.large
     grad = torch.randn(out.shape)
     with _UnfoldedAllocations(column_bytes // 5) as backward_mode:
         out.backward(grad)

@@ -90,6 +90,9 @@ IM2COL_CASES = [
     ((1, 2, 10, 9), (5, 5), (3, 2), (2, 2, 2, 2), (1, 1), True, 2, "int8", (-8, 7)),
     ((3, 1, 4, 4), (3, 3), (1, 1), (2, 2, 2, 2), (1, 1), False, 1, "uint8", (0, 3)),
     ((1, 2, 6, 6), (2, 2), (2, 2), (0, 0, 0, 0), (1, 1), False, 3, "int8", (-2, 1)),
+    # stride 1 runs a tap's windows as one contiguous run of the padded plane: dilations and asymmetric pads
+    ((2, 3, 9, 7), (3, 2), (1, 1), (2, 1, 0, 2), (2, 3), True, 2, "uint8", None),
+    ((1, 2, 5, 6), (3, 3), (1, 1), (0, 1, 1, 0), (1, 1), True, 3, "int8", (-8, 7)),
 ]
 
 

@@ -2,8 +2,9 @@
 
 One small model covers every form: a 3x3 conv (stride 1, pad 1, fused quadratic border), a
 grouped 3x3 stride-2 conv, a depthwise 3x3 with asymmetric pads (no fusion), a 1x1 conv (linear,
-element-wise) and a Gemm (signed int8 codes). The exported models are compared with the torch
-simulation (outputs and the codes themselves) and with each other.
+element-wise) and a Gemm (signed int8 codes); a second copy rounds the 3x3 convs element-wise
+(``channel`` granularity). The exported models are compared with the torch simulation (every
+layer's output, bit for bit: both accumulate integers, DESIGN §4) and with each other.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from aquant_onnx.config import QuantConfig
 from aquant_onnx.errors import ExportError, RuntimeLibraryError
-from aquant_onnx.export.border import BORDER_COEFFS_SUFFIX, BORDER_ROUND_SUFFIX, IM2COL_MATMUL_SUFFIX
+from aquant_onnx.export.border import BORDER_COEFFS_SUFFIX, BORDER_ROUND_SUFFIX
 from aquant_onnx.export.model import export_model
 from aquant_onnx.graph.load import load_model
 from aquant_onnx.quant.border import BorderQuantizer
@@ -32,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 IM2COL_LAYERS = ("conv_a", "conv_b", "conv_c")
 LAYERS = (*IM2COL_LAYERS, "conv_d", "fc")
+OUTPUTS = dict(zip(LAYERS, ("a", "b", "c", "d", "y")))  # each layer's output tensor
 
 
 def _conv(rng, name, x, out, c_in, c_out, kernel, **attrs):
@@ -70,13 +72,15 @@ def _random_coeffs(rng: np.random.Generator, degree: int, features: int) -> torc
     return torch.tensor(np.stack(rows[:degree]), dtype=torch.float32)
 
 
-def _attach_borders(graph: TorchGraph) -> None:
+def _attach_borders(graph: TorchGraph, im2col: bool) -> None:
     """Replace each layer's input quantizer by a BorderQuantizer on its grid, random coefficients."""
     rng = np.random.default_rng(1)
     for name, layer in graph.layers.items():
         act = layer.input_quantizer
+        if act is None:  # float model input
+            continue
         channels = layer.weight.shape[1] * layer.group
-        if name in IM2COL_LAYERS:
+        if name in IM2COL_LAYERS and im2col:
             quantizer = BorderQuantizer(channels, "quadratic", act.bits, kernel=layer.kernel_shape, strides=layer.strides,
                                         pads=layer.pads, dilations=layer.dilations, fuse=name != "conv_c")
         elif name == "fc":  # signed codes: int8 zero point and output type
@@ -89,9 +93,8 @@ def _attach_borders(graph: TorchGraph) -> None:
         layer.input_quantizer = quantizer
 
 
-@pytest.fixture(scope="module")
-def exported() -> dict:
-    """Torch simulation (outputs, codes per layer) and both exported models on one batch."""
+def _export_both_forms(im2col: bool, quantize_model_input: bool = True) -> dict:
+    """Torch simulation (layer outputs, codes) and both exported models on one batch."""
     try:
         library.library_path()
     except RuntimeLibraryError:  # build the CPU-only library as tests/test_custom_ops.py does
@@ -99,37 +102,61 @@ def exported() -> dict:
     model = load_model(border_test_model())
     opsets_before = model.opset_import[:]
     graph = TorchGraph(model)
-    attach_quantizers(graph, QuantConfig(quantize_model_input=True))
+    attach_quantizers(graph, QuantConfig(quantize_model_input=quantize_model_input))
     rng = np.random.default_rng(2)
     calib = [{"x": torch.tensor(rng.normal(0, 1, (4, 4, 11, 11)), dtype=torch.float32)} for _ in range(2)]
     init_activation_ranges(graph, calib, len(calib))
-    _attach_borders(graph)
+    _attach_borders(graph, im2col)
     graph.eval()
 
     x = rng.normal(0, 1.2, (3, 4, 11, 11)).astype(np.float32)
     inputs: dict[str, torch.Tensor] = {}
+    outputs: dict[str, np.ndarray] = {}
     hooks = [layer.register_forward_pre_hook(lambda m, args, n=name: inputs.__setitem__(n, args[0]))
              for name, layer in graph.layers.items()]
+    hooks += [layer.register_forward_hook(lambda m, args, y, n=name: outputs.__setitem__(n, y.numpy()))
+              for name, layer in graph.layers.items()]
     with torch.no_grad():
         torch_y = graph(torch.from_numpy(x)).numpy()
     for hook in hooks:
         hook.remove()
-    torch_codes = {name: graph.layers[name].input_quantizer.codes(inputs[name]).numpy() for name in LAYERS}
+    torch_codes = {name: graph.layers[name].input_quantizer.codes(inputs[name]).numpy() for name in LAYERS
+                   if graph.layers[name].input_quantizer is not None}
 
     params = collect_params(graph, model)
     weights = {name: layer.weight_name for name, layer in graph.layers.items()}
-    results = {"torch_y": torch_y, "torch_codes": torch_codes, "x": x, "source": model, "opsets": opsets_before,
-               "params": params, "weights": weights}
+    results = {"torch_y": torch_y, "torch_codes": torch_codes, "torch_outputs": outputs, "x": x, "source": model,
+               "opsets": opsets_before, "params": params, "weights": weights}
     for op in ("custom", "onnx"):
         out = export_model(model, params, weights, border_op=op)
         probe = onnx.ModelProto()
         probe.CopyFrom(out)
-        for name in LAYERS:
+        for name in LAYERS[:-1]:
+            probe.graph.output.append(helper.make_tensor_value_info(OUTPUTS[name], TensorProto.FLOAT, None))
+        for name in torch_codes:
             probe.graph.output.append(helper.make_tensor_value_info(
                 f"{name}.input_quantized", TensorProto.INT8 if name == "fc" else TensorProto.UINT8, None))
         ort_outputs = session(probe, providers="cpu").run(None, {"x": x})
-        results[op] = {"model": out, "y": ort_outputs[0], "codes": dict(zip(LAYERS, ort_outputs[1:]))}
+        layer_outputs = dict(zip(LAYERS, ort_outputs[1:len(LAYERS)] + ort_outputs[:1]))
+        results[op] = {"model": out, "y": ort_outputs[0], "codes": dict(zip(torch_codes, ort_outputs[len(LAYERS):])),
+                       "outputs": layer_outputs}
     return results
+
+
+@pytest.fixture(scope="module")
+def exported() -> dict:
+    return _export_both_forms(im2col=True)
+
+
+@pytest.fixture(scope="module")
+def exported_channel() -> dict:
+    return _export_both_forms(im2col=False)
+
+
+@pytest.fixture(scope="module")
+def exported_float_input() -> dict:
+    """The model input stays float (the default): conv_a computes on two fixed-point pieces of it."""
+    return _export_both_forms(im2col=True, quantize_model_input=False)
 
 
 def test_custom_op_model_matches_torch_simulation(exported):
@@ -142,10 +169,21 @@ def test_custom_op_model_matches_torch_simulation(exported):
     assert custom["codes"]["fc"].dtype == np.int8 and custom["codes"]["conv_a"].dtype == np.uint8
     # 4-bit clipping and non-RTN borders are exercised
     assert custom["codes"]["conv_b"].max() == 15 and custom["codes"]["conv_b"].min() == 0
-    torch_y = exported["torch_y"]
-    relative = np.abs(custom["y"] - torch_y).max() / np.abs(torch_y).max()
-    logger.info("custom-op model vs torch: max relative |Δy| = %.2e", relative)
-    assert relative <= 1e-4
+
+
+@pytest.mark.parametrize("form", ["exported", "exported_channel", "exported_float_input"])
+@pytest.mark.parametrize("op", ["custom", "onnx"])
+def test_every_layer_output_equals_the_simulation_bit_for_bit(form, op, request):
+    """im2col 3x3 (plain, grouped stride 2, depthwise), element-wise 3x3/depthwise/1x1, Gemm and
+    a float-input 3x3: both sides sum integers exactly and round the rest in the same order, so
+    no summation order can tell them apart."""
+    results = request.getfixturevalue(form)
+    nodes = {node.name: node for node in results[op]["model"].graph.node}
+    for name in LAYERS:
+        assert nodes[f"{name}.rescale"].op_type == "Mul", name  # every layer is in an exact form
+        ort_output, torch_output = results[op]["outputs"][name], results["torch_outputs"][name]
+        assert ort_output.shape == torch_output.shape, name
+        np.testing.assert_array_equal(ort_output, torch_output, err_msg=f"{form} {op} {name}")
 
 
 def test_standard_op_model_matches_custom_op_model(exported):
@@ -158,7 +196,7 @@ def test_standard_op_model_matches_custom_op_model(exported):
         differing += int(np.count_nonzero(onnx_codes != custom_codes))
     logger.info("standard-op vs custom-op codes: %d of %d differ", differing, total)
     assert total == 29502 and differing == 0
-    np.testing.assert_allclose(exported["onnx"]["y"], exported["custom"]["y"], rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(exported["onnx"]["y"], exported["custom"]["y"])
 
 
 @pytest.mark.parametrize("op", ["custom", "onnx"])
@@ -172,12 +210,17 @@ def test_exported_graph_is_valid_and_named(exported, op):
         coeffs = inits[f"{name}{BORDER_COEFFS_SUFFIX}"]
         assert coeffs.shape[0] == (2 if name == "conv_d" else 3)
         assert all(node.startswith(name) for node in nodes if f"{name}." in node)
-    for name in IM2COL_LAYERS:
-        assert name not in nodes and nodes[f"{name}{IM2COL_MATMUL_SUFFIX}"].op_type == "MatMul"
+    for name in IM2COL_LAYERS:  # the Conv keeps its name and becomes 1x1 on the columns
+        attrs = {a.name: helper.get_attribute_value(a) for a in nodes[name].attribute}
+        assert nodes[name].op_type == "Conv" and attrs["kernel_shape"] == [1, 1] and attrs["pads"] == [0, 0, 0, 0]
         assert inits[f"{name}{BORDER_COEFFS_SUFFIX}"].size == 3 * (4 if name == "conv_a" else 8) * 9
     assert nodes["conv_d"].op_type == "Conv" and nodes["fc"].op_type == "Gemm"
+    # integer form: unit scales in the DequantizeLinears, s_x·s_w after the layer
+    assert inits["conv_b.weight_scale"].tolist() == [1.0] * 8 and inits["conv_b.input_unit_scale"] == 1.0
+    np.testing.assert_array_equal(inits["conv_b.output_scale"].reshape(-1),
+                                  np.float32(inits["conv_b.input_scale"]) * exported["params"].layers["conv_b"].weight.scale)
     # downstream nodes read the original tensor names
-    assert nodes["conv_b_relu"].input[0] == "b"
+    assert nodes["conv_b.rescale"].output[0] == "b" and nodes["conv_b_relu"].input[0] == "b"
     border_nodes = [n for n in model.graph.node if n.op_type == "BorderRound"]
     if op == "custom":
         assert sorted(n.name for n in border_nodes) == sorted(f"{name}{BORDER_ROUND_SUFFIX}" for name in LAYERS)
@@ -206,7 +249,22 @@ def test_standard_op_model_runs_in_stock_onnxruntime(exported):
     model = exported["onnx"]["model"]
     plain = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     y = plain.run(None, {"x": exported["x"]})[0]
-    np.testing.assert_allclose(y, exported["onnx"]["y"], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(y, exported["onnx"]["y"])
+
+
+def test_float_input_layer_form(exported_float_input, tmp_path):
+    """The float-input conv_a: two copies of the layer on the coarse and fine pieces, one layer in inspect."""
+    from aquant_onnx.export.inspect import inspect_model
+
+    model = exported_float_input["custom"]["model"]
+    nodes = {node.name: node for node in model.graph.node}
+    assert nodes["conv_a"].input[0] == "conv_a.input_coarse" and nodes["conv_a.fine"].input[0] == "conv_a.input_fine"
+    assert nodes["conv_a.accumulator"].input[:] == ["conv_a.accumulator_coarse", "conv_a.accumulator_fine"]
+    assert nodes["conv_a.bias_add"].output[0] == "a" and nodes["conv_a.fine.weight_DequantizeLinear"].op_type == "DequantizeLinear"
+    path = tmp_path / "float_input.onnx"
+    onnx.save(model, path)
+    rows = {row.name: (row.op_type, row.w_bits, row.a_bits, row.weights) for row in inspect_model(path).layers}
+    assert list(rows) == list(LAYERS) and rows["conv_a"] == ("Conv", 8, None, 8 * 4 * 9)
 
 
 def test_inspect_reports_borders_of_both_forms(exported, tmp_path):

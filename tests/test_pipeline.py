@@ -120,3 +120,27 @@ def test_public_api_mirrors_cli(tmp_path):
     assert result.count == 100 and result.top1 > 60.0
     with pytest.raises(aquant_onnx.ConfigError, match="--w-bits"):
         aquant_onnx.quantize(str(MODEL), str(CALIB), w_bits=1)
+
+
+@pytest.fixture(scope="module")
+def aquant_rtn_borders():
+    """AQuant W4A4 with im2col borders at their RTN start (0 iterations: the graph form is what counts)."""
+    return calibrate(MODEL, CALIB, method="aquant", w_bits=4, a_bits=4, num_calib=32, iters=0)
+
+
+@pytest.mark.parametrize("border_op", ["custom", "onnx"])
+def test_aquant_simulation_equals_onnxruntime_bit_for_bit(aquant_rtn_borders, test_images, border_op):
+    """Integer accumulation in every layer and the float-input stem on exact fixed-point pieces:
+    the torch simulation and ONNX Runtime give the same logits, not just the same top-1."""
+    from aquant_onnx.config import BorderOp
+
+    calibrated = aquant_rtn_borders
+    calibrated.config.export.border_op = BorderOp(border_op)
+    exported = export(calibrated)
+    names = {n.name for n in exported.graph.node}
+    assert all(f"{name}.rescale" in names for name in calibrated.graph.layers)
+    assert "/conv1/Conv.fine" in names  # the float-input stem
+    images, _ = test_images
+    with torch.no_grad():
+        simulated = calibrated.graph(torch.from_numpy(images)).numpy()
+    np.testing.assert_array_equal(_ort_logits(exported, images), simulated)

@@ -6,17 +6,26 @@ Per element, with v = x / s + z in float32 and the layer's coefficients b::
     B(v) = (b2·v + b1)·v + b0          code = clip(ceil(v − B), qmin, qmax)
 
 Element-wise form (``channel`` granularity, 1×1 conv, Gemm, MatMul): the codes keep x's shape
-and a DequantizeLinear feeds the unchanged layer. im2col form (k > 1 conv): the codes are the
+and feed the layer through a DequantizeLinear. im2col form (k > 1 conv): the codes are the
 unfolded input [N, C·kh·kw, L] (fused mean of the kh·kw borders of one channel per window,
-padded entries emit z), and the Conv is replaced by
+padded entries emit z), viewed as [N, C·kh·kw, OH, OW]; the Conv keeps its name and output and
+becomes a 1×1 Conv of the same group on them, its weight [OC, C/g, kh, kw] reshaped to
+[OC, C/g·kh·kw, 1, 1] (the columns' row order).
 
-    DQ(codes) → Reshape [N, g, C/g·kh·kw, L] → MatMul(W_dq as [g, OC/g, C/g·kh·kw])
-              → Reshape [N, OC, L] → Add(bias as [OC, 1]) → Reshape [N, OC, OH, OW]
+Integer form (every layer where it is exact, :mod:`.exact`): the layer accumulates integers and
+one Mul restores the scale, the arithmetic of the simulation's eval path, so ONNX Runtime and
+the simulation agree bit for bit whatever their summation order::
 
-writing the Conv's output tensor, so downstream nodes are untouched. New nodes and tensors are
-named ``<layer>.<role>``; the coefficients are the initializer ``<layer>.border_coeffs`` and the
-codes the tensor ``<layer>.input_quantized`` in both forms.
+    X → BorderRound → codes → DequantizeLinear(scale 1, z_x)  → q − z_x ─┐
+    W_int8 → DequantizeLinear(scale 1, z_w, axis)             → w − z_w ─┼→ Conv/Gemm/MatMul → <layer>.accumulator
+    b_int32 → DequantizeLinear(scale 1)                       → b ───────┘      → Mul(<layer>.output_scale = s_x·s_w) → Y
 
+Other layers (accumulator beyond 2^24, a float bias off the accumulator grid, Gemm alpha ≠ 1,
+ConvTranspose) keep the float form: the same nodes with the real scales in the
+DequantizeLinears and no Mul.
+
+New nodes and tensors are named ``<layer>.<role>``; the coefficients are the initializer
+``<layer>.border_coeffs`` and the codes the tensor ``<layer>.input_quantized`` in both forms.
 The standard-op form unfolds v with a depthwise Conv of one-hot kernels (exact: one product with
 1.0, the rest sums of ±0.0) after padding v with z, and fuses with Split + a chain of Adds + Div,
 the op's own summation order, so both forms give the same codes bit for bit.
@@ -25,19 +34,19 @@ the op's own summation order, so both forms give the same codes bit for bit.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
 from ..errors import ExportError
+from .exact import Emitter, accumulates_integers, channel_shape, exact_accumulator, rescale_output
 from .params import ActivationParams, BorderParams, LayerParams
-from .qdq import dequantize_codes
+from .qdq import dequantize_codes, quantize_bias, quantize_weight
 
 AQUANT_DOMAIN = "com.aquant"
 BORDER_ROUND_SUFFIX = ".border_round"
-IM2COL_MATMUL_SUFFIX = ".im2col_matmul"
 BORDER_COEFFS_SUFFIX = ".border_coeffs"
 BORDER_UNFOLD_SUFFIX = ".border_unfold"  # the one-hot Conv of the standard-op im2col form
 BORDER_OPS = ("custom", "onnx")
@@ -66,37 +75,13 @@ class _ConvWindows:
         return self.output_size[0] * self.output_size[1]
 
 
-class _Emitter:
-    """Appends nodes named ``<prefix>.<role>`` whose single output tensor has the same name."""
+def quantize_layer_with_border(graph: gs.Graph, node: gs.Node, activation_index: int, weight_index: int,
+                               layer: LayerParams, border_op: str) -> None:
+    """Rewrite ``node`` for its learned border (DESIGN §4): int weight and bias, the input
+    rounded by the border, and, in the integer form, the output rescaled by s_x·s_w.
 
-    def __init__(self, graph: gs.Graph, prefix: str) -> None:
-        self.graph = graph
-        self.prefix = prefix
-
-    def constant(self, role: str, values: np.ndarray) -> gs.Constant:
-        return gs.Constant(f"{self.prefix}.{role}", np.ascontiguousarray(values))
-
-    def op(self, op_type: str, role: str, inputs: list[gs.Tensor], attrs: dict | None = None,
-           dtype: type | None = np.float32, output: gs.Variable | None = None, domain: str | None = None) -> gs.Variable:
-        out = output if output is not None else gs.Variable(f"{self.prefix}.{role}", dtype=dtype)
-        self.graph.nodes.append(gs.Node(op_type, name=f"{self.prefix}.{role}", inputs=inputs, outputs=[out],
-                                        attrs=attrs or {}, domain=domain))
-        return out
-
-    def reshape(self, role: str, source: gs.Tensor, shape: list[int], dtype: type | None = np.float32,
-                output: gs.Variable | None = None) -> gs.Variable:
-        """Reshape to ``shape`` (0 copies the input's dimension, so the batch stays dynamic)."""
-        target = self.constant(f"{role}_shape", np.array(shape, dtype=np.int64))
-        return self.op("Reshape", role, [source, target], dtype=dtype, output=output)
-
-
-def quantize_activation_with_border(
-    graph: gs.Graph, node: gs.Node, activation_index: int, layer: LayerParams, border_op: str
-) -> None:
-    """Round ``node.inputs[activation_index]`` with the layer's learned border (DESIGN §4).
-
-    Precondition: the weight (and bias) inputs are already int + DequantizeLinear. The im2col
-    form removes ``node`` from the graph and writes its output tensor from the new MatMul path.
+    The im2col form turns ``node`` into a 1×1 Conv on the columns in place (same name and
+    output tensor), so downstream nodes are untouched.
 
     Raises:
         ExportError: unknown ``border_op``, a border without an activation grid, or an im2col
@@ -106,30 +91,41 @@ def quantize_activation_with_border(
         raise ExportError(f"Unknown --border-op {border_op!r} for node '{node.name}'; choose custom or onnx.")
     if layer.activation is None or layer.border is None:
         raise ExportError(f"Node '{node.name}' has a border function but no activation grid; this is a bug.")
-    emit = _Emitter(graph, node.name)
+    integer = accumulates_integers(node, layer)
+    unit = (lambda grid: replace(grid, scale=np.ones_like(grid.scale))) if integer else (lambda grid: grid)
+    if layer.weight is not None:
+        quantize_weight(graph, node, weight_index, unit(layer.weight))
+    if layer.bias is not None:
+        quantize_bias(graph, node, unit(layer.bias))
+    emit = Emitter(graph, node.name)
     activation, border = layer.activation, layer.border
     code_dtype = np.int8 if activation.signed else np.uint8
     scale = emit.constant("input_scale", np.array(activation.scale, dtype=np.float32))
     zero_point = emit.constant("input_zero_point", np.array(activation.zero_point, dtype=code_dtype))
+    # Integer form: the codes are only centred (q − z, scale 1); s_x·s_w comes after the layer.
+    code_scale = emit.constant("input_unit_scale", np.array(1.0, np.float32)) if integer else scale
     codes = gs.Variable(f"{node.name}.input_quantized", dtype=code_dtype)
     source = node.inputs[activation_index]
-    if border.im2col:
-        windows = _conv_windows(node, border)
-        if border_op == "custom":
-            _border_round_node(emit, source, scale, zero_point, border, activation, codes, windows)
-        else:
-            _im2col_codes_onnx(emit, source, scale, border, activation, codes, windows)
-        dequantized = dequantize_codes(graph, node.name, codes, scale, zero_point)
-        _replace_conv_by_matmul(emit, node, dequantized, windows)
-        return
+    windows = _conv_windows(node, border) if border.im2col else None
     if border_op == "custom":
-        _border_round_node(emit, source, scale, zero_point, border, activation, codes, None)
+        _border_round_node(emit, source, scale, zero_point, border, activation, codes, windows)
+    elif windows is not None:
+        _im2col_codes_onnx(emit, source, scale, border, activation, codes, windows)
     else:
         _elementwise_codes_onnx(emit, source, scale, border, activation, codes)
-    node.inputs[activation_index] = dequantize_codes(graph, node.name, codes, scale, zero_point)
+    if windows is not None:
+        codes = emit.reshape("input_columns", codes, [0, windows.in_channels * windows.taps, *windows.output_size],
+                             dtype=code_dtype)
+        _conv_on_columns(emit, node, windows)
+    node.inputs[0 if windows is not None else activation_index] = dequantize_codes(
+        graph, node.name, codes, code_scale, zero_point)
+    if integer:
+        rescale_output(emit, node, channel_shape(node, weight_index, layer.weight.int_values.ndim),
+                       np.float32(activation.scale) * layer.weight.scale.astype(np.float32),
+                       bias_after=layer.bias is not None and not exact_accumulator(layer, with_bias=True))
 
 
-def _border_round_node(emit: _Emitter, source: gs.Tensor, scale: gs.Constant, zero_point: gs.Constant,
+def _border_round_node(emit: Emitter, source: gs.Tensor, scale: gs.Constant, zero_point: gs.Constant,
                        border: BorderParams, activation: ActivationParams, codes: gs.Variable,
                        windows: _ConvWindows | None) -> None:
     attrs: dict = {"qmin": activation.qmin, "qmax": activation.qmax}
@@ -201,25 +197,16 @@ def _resolved_pads(node: gs.Node, kernel: tuple, strides: tuple, dilations: tupl
     return (begin[0], begin[1], end[0], end[1])
 
 
-def _replace_conv_by_matmul(emit: _Emitter, node: gs.Node, cols: gs.Variable, windows: _ConvWindows) -> None:
-    """y = W_dq[g, OC/g, C/g·K] @ cols[N, g, C/g·K, L] (+ bias) → the Conv's output tensor."""
-    g, out_channels = windows.group, windows.out_channels
-    group_rows = windows.in_channels // g * windows.taps
-    weight, bias = node.inputs[1], (node.inputs[2] if len(node.inputs) > 2 else None)
-    output = node.outputs[0]
-    node.inputs.clear()
-    node.outputs.clear()
-    emit.graph.nodes.remove(node)
-    grouped_cols = emit.reshape("im2col_grouped_columns", cols, [0, g, group_rows, -1])
-    grouped_weight = emit.reshape("im2col_grouped_weight", weight, [g, out_channels // g, group_rows])
-    y = emit.op("MatMul", IM2COL_MATMUL_SUFFIX[1:], [grouped_weight, grouped_cols])
-    y = emit.reshape("im2col_channels", y, [0, out_channels, -1])
-    if bias is not None and not (isinstance(bias, gs.Variable) and bias.name == ""):
-        y = emit.op("Add", "im2col_bias_add", [y, emit.reshape("im2col_bias", bias, [out_channels, 1])])
-    emit.reshape("im2col_output", y, [0, out_channels, *windows.output_size], output=output)
+def _conv_on_columns(emit: Emitter, node: gs.Node, windows: _ConvWindows) -> None:
+    """Turn the Conv into a 1×1 Conv (same group) on the columns viewed as [N, C·kh·kw, OH, OW]:
+    weight [OC, C/g, kh, kw] → [OC, C/g·kh·kw, 1, 1], whose input channel order is the columns' row order."""
+    group_rows = windows.in_channels // windows.group * windows.taps
+    node.inputs[1] = emit.reshape("im2col_weight", node.inputs[1], [windows.out_channels, group_rows, 1, 1])
+    node.attrs = {"group": windows.group, "kernel_shape": [1, 1], "strides": [1, 1], "pads": [0, 0, 0, 0],
+                  "dilations": [1, 1]}
 
 
-def _polynomial(emit: _Emitter, v: gs.Tensor, coeffs: gs.Constant, degree: int) -> gs.Tensor:
+def _polynomial(emit: Emitter, v: gs.Tensor, coeffs: gs.Constant, degree: int) -> gs.Tensor:
     """B = (b2·v + b1)·v + b0 as separate Mul/Add (b_i = coeffs[i], broadcast against v)."""
     rows = [emit.op("Gather", f"border_b{i}", [coeffs, emit.constant(f"border_b{i}_index", np.array(i, np.int64))],
                     {"axis": 0}) for i in range(degree)]
@@ -232,12 +219,12 @@ def _polynomial(emit: _Emitter, v: gs.Tensor, coeffs: gs.Constant, degree: int) 
     return emit.op("Add", "border", [border, rows[0]])
 
 
-def _scaled_values(emit: _Emitter, source: gs.Tensor, scale: gs.Constant, zero_point: gs.Constant) -> gs.Variable:
+def _scaled_values(emit: Emitter, source: gs.Tensor, scale: gs.Constant, zero_point: gs.Constant) -> gs.Variable:
     """v = x / s + z (true division, float32)."""
     return emit.op("Add", "border_v", [emit.op("Div", "border_x_div_scale", [source, scale]), zero_point])
 
 
-def _rounded_codes(emit: _Emitter, v: gs.Tensor, border: gs.Tensor, activation: ActivationParams) -> gs.Variable:
+def _rounded_codes(emit: Emitter, v: gs.Tensor, border: gs.Tensor, activation: ActivationParams) -> gs.Variable:
     """clip(ceil(v − B), qmin, qmax) as float32."""
     up = emit.op("Ceil", "border_ceil", [emit.op("Sub", "border_v_minus_b", [v, border])])
     bounds = [emit.constant(f"border_{n}", np.array(b, np.float32)) for n, b in (("qmin", activation.qmin),
@@ -245,12 +232,12 @@ def _rounded_codes(emit: _Emitter, v: gs.Tensor, border: gs.Tensor, activation: 
     return emit.op("Clip", "border_clip", [up, *bounds])
 
 
-def _cast_codes(emit: _Emitter, codes_float: gs.Tensor, codes: gs.Variable) -> None:
+def _cast_codes(emit: Emitter, codes_float: gs.Tensor, codes: gs.Variable) -> None:
     to = onnx.TensorProto.INT8 if codes.dtype == np.int8 else onnx.TensorProto.UINT8
     emit.op("Cast", "input_quantized", [codes_float], {"to": to}, output=codes)
 
 
-def _elementwise_codes_onnx(emit: _Emitter, source: gs.Tensor, scale: gs.Constant, border: BorderParams,
+def _elementwise_codes_onnx(emit: Emitter, source: gs.Tensor, scale: gs.Constant, border: BorderParams,
                             activation: ActivationParams, codes: gs.Variable) -> None:
     degree, features = border.coeffs.shape
     if features == 1:
@@ -289,7 +276,7 @@ def _padding_mask(windows: _ConvWindows) -> np.ndarray:
     return (np.stack(taps).reshape(1, 1, kh * kw, out_h * out_w) == 0)
 
 
-def _im2col_codes_onnx(emit: _Emitter, source: gs.Tensor, scale: gs.Constant, border: BorderParams,
+def _im2col_codes_onnx(emit: Emitter, source: gs.Tensor, scale: gs.Constant, border: BorderParams,
                        activation: ActivationParams, codes: gs.Variable, windows: _ConvWindows) -> None:
     """Codes [N, C·kh·kw, L] from standard ops: pad v with z, one-hot depthwise Conv, per-channel
     mean of the borders over the kh·kw taps, ceil, clip, z at padded entries."""
@@ -323,7 +310,7 @@ def _im2col_codes_onnx(emit: _Emitter, source: gs.Tensor, scale: gs.Constant, bo
     emit.reshape("input_quantized_columns", grouped, [0, channels * taps, -1], dtype=codes.dtype, output=codes)
 
 
-def _fused_mean(emit: _Emitter, borders: gs.Tensor, taps: int) -> gs.Variable:
+def _fused_mean(emit: Emitter, borders: gs.Tensor, taps: int) -> gs.Variable:
     """Mean over the taps axis (−2) of [.., C, kh·kw, L] as the op computes it: a sequential
     float32 sum in row-major tap order, then ÷ kh·kw. (ReduceMean may sum in another order; a
     rare code then differs by one and the difference cascades through the following layers.)"""

@@ -18,7 +18,8 @@ from onnx import numpy_helper
 
 from ..graph.layers import constant_names, is_quantizable
 from ..graph.load import read_model
-from .border import BORDER_COEFFS_SUFFIX, BORDER_ROUND_SUFFIX, BORDER_UNFOLD_SUFFIX, IM2COL_MATMUL_SUFFIX
+from .border import BORDER_COEFFS_SUFFIX, BORDER_ROUND_SUFFIX, BORDER_UNFOLD_SUFFIX
+from .exact import FINE_PIECE_SUFFIX
 
 LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -60,16 +61,9 @@ def _bits_of_span(values: np.ndarray) -> int:
 
 
 def _before_reshape(producers: dict[str, onnx.NodeProto], tensor: str) -> str:
-    """The input of the Reshape producing ``tensor`` (im2col layers reshape W_dq and the columns)."""
+    """The input of the Reshape producing ``tensor`` (im2col layers reshape W_dq and the codes)."""
     node = producers.get(tensor)
     return node.input[0] if node is not None and node.op_type == "Reshape" else tensor
-
-
-def _layer_name(node: onnx.NodeProto) -> tuple[str, str]:
-    """(layer name, op type) as the user knows it: an exported im2col MatMul is its Conv."""
-    if node.op_type == "MatMul" and node.name.endswith(IM2COL_MATMUL_SUFFIX):
-        return node.name[: -len(IM2COL_MATMUL_SUFFIX)], "Conv"
-    return node.name, node.op_type
 
 
 def _codes_bits(producers: dict[str, onnx.NodeProto], inits: dict[str, np.ndarray], tensor: str) -> int | None:
@@ -101,15 +95,15 @@ def inspect_model(path: str | os.PathLike) -> ModelReport:
     constants |= {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in constants}
     constants |= {n.output[0] for n in model.graph.node if n.op_type == "Reshape" and n.input[0] in constants}
     for node in model.graph.node:
-        if node.op_type not in LAYER_OPS or not is_quantizable(node, constants) or node.name.endswith(BORDER_UNFOLD_SUFFIX):
+        if node.op_type not in LAYER_OPS or not is_quantizable(node, constants) or \
+                node.name.endswith((BORDER_UNFOLD_SUFFIX, FINE_PIECE_SUFFIX)):  # parts of another layer
             continue
         weight_index = 0 if node.op_type == "MatMul" and node.input[0] in constants else 1
         weight_tensor = _before_reshape(producers, node.input[weight_index])
-        name, op_type = _layer_name(node)
         dq = producers.get(weight_tensor)
         if dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in inits:
             values = inits[dq.input[0]]
-            w_bits = recorded.get(name, {}).get("w_bits") or _bits_of_span(values)
+            w_bits = recorded.get(node.name, {}).get("w_bits") or _bits_of_span(values)
         elif weight_tensor in inits:
             values, w_bits = inits[weight_tensor], None
         else:
@@ -117,7 +111,7 @@ def inspect_model(path: str | os.PathLike) -> ModelReport:
         a_bits = _codes_bits(producers, inits, node.input[1 - weight_index])
         count = int(values.size)
         report.layers.append(
-            LayerRow(name, op_type, w_bits, a_bits, count, 4 * count, -(-count * (w_bits or 32) // 8))
+            LayerRow(node.name, node.op_type, w_bits, a_bits, count, 4 * count, -(-count * (w_bits or 32) // 8))
         )
     _add_borders(model, inits, report)
     return report

@@ -3,6 +3,8 @@
 ``load_model`` reads, checks and shape-infers the model, refuses already-quantized graphs,
 converts old opsets to 17, names every node uniquely (keeping existing names), and folds
 BatchNormalization into the preceding Conv/Gemm. Protobuf is touched here and in export/ only.
+The checker, converter and shape inference see the model with its large weights detached
+(``external.py``), so models above protobuf's 2 GiB limit load too.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from ..errors import UnsupportedModelError
+from .external import check_model, restore_weights, skeleton
 from .passes import constants_to_initializers, fold_batchnorm, name_nodes
 
 logger = logging.getLogger(__name__)
@@ -100,10 +103,12 @@ def load_model(source: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.Mode
     uniquely named, Constant nodes turned into initializers, BatchNormalization folded, shapes inferred. Raises UnsupportedModelError
     with one sentence on anything it cannot use.
     """
-    model = onnx.ModelProto()
-    model.CopyFrom(read_model(source))
+    model = read_model(source)
+    if model is source:  # never edit the caller's model; a model read from a file is ours
+        model = onnx.ModelProto()
+        model.CopyFrom(source)
     try:
-        onnx.checker.check_model(model)
+        check_model(model)
     except (onnx.checker.ValidationError, ValueError) as exc:
         raise UnsupportedModelError(f"The model fails onnx.checker: {_first_line(exc)}.") from None
     quantized = sorted({n.op_type for n in model.graph.node if n.op_type in QUANTIZED_OPS})
@@ -115,16 +120,17 @@ def load_model(source: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.Mode
     if opset < TARGET_OPSET:
         logger.warning("converting the model from opset %d to %d", opset, TARGET_OPSET)
         try:
-            model = onnx.version_converter.convert_version(model, TARGET_OPSET)
+            converted = onnx.version_converter.convert_version(skeleton(model), TARGET_OPSET)
         except Exception as exc:  # the converter raises bare RuntimeErrors of many kinds
             raise UnsupportedModelError(
                 f"The model uses opset {opset} and could not be converted to opset {TARGET_OPSET}: {_first_line(exc)}."
             ) from None
+        model = restore_weights(converted, model)
     name_nodes(model)
     constants_to_initializers(model)
     fold_batchnorm(model)
     try:
-        model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(skeleton(model), strict_mode=True, data_prop=True)
     except Exception as exc:  # shape inference raises InferenceError or RuntimeError
         raise UnsupportedModelError(f"ONNX shape inference failed on the model: {_first_line(exc)}.") from None
-    return model
+    return restore_weights(inferred, model)

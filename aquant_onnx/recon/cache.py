@@ -11,13 +11,16 @@ Only the nodes between the fed tensor and the requested ones run (``TorchGraph.r
 Consecutive blocks chain (``input_{k+1} = output_k``), so the next cache is derived from
 the current one in one pass of the finished unit; otherwise (layers, a resumed run) the
 tensors are recomputed from the model inputs. Both paths run the same ops on the same
-chunks, so they give the same bits. Caches stay on the calibration device when they fit
-in half its free memory, else in (pinned, for CUDA) host memory.
+chunks, so they give the same bits. Each cache tensor is allocated once at full size and
+filled chunk by chunk, so it is never held twice (no concatenation). Caches stay on the
+calibration device when they fit in half its free memory, else in (pinned, for CUDA) host
+memory; a GPU that runs out of memory anyway gets the cache in host memory and a warning.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -73,14 +76,17 @@ def quantizers_disabled(
 
 def load_model_inputs(ctx: CalibrationContext) -> dict[str, torch.Tensor]:
     """All calibration samples as one tensor per model input, on the calibration device
-    (host memory when they do not fit)."""
-    chunks: dict[str, list[torch.Tensor]] = {}
+    (host memory when they do not fit), filled batch by batch."""
+    inputs: dict[str, torch.Tensor] = {}
+    start = 0
     for feeds in ctx.calib.iter_batches(ctx.config.recon.batch_size):
         for name, array in feeds.items():
-            chunks.setdefault(name, []).append(torch.from_numpy(array))
-    inputs = {name: torch.cat(parts) for name, parts in chunks.items()}
-    device = storage_device(ctx.device, sum(t.numel() * t.element_size() for t in inputs.values()))
-    return {name: _store(tensor, device) for name, tensor in inputs.items()}
+            batch = torch.from_numpy(array)
+            if name not in inputs:
+                inputs[name] = allocate_cache((len(ctx.calib), *batch.shape[1:]), batch.dtype, ctx.device)
+            inputs[name][start:start + len(batch)] = batch
+        start += len(batch)
+    return inputs
 
 
 def storage_device(device: torch.device, num_bytes: int) -> torch.device:
@@ -94,11 +100,32 @@ def storage_device(device: torch.device, num_bytes: int) -> torch.device:
     return torch.device("cpu")
 
 
-def _store(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    tensor = tensor.to(device)
-    if device.type == "cpu" and torch.cuda.is_available():
-        tensor = tensor.pin_memory()
-    return tensor
+# torch >= 2.5 raises torch.OutOfMemoryError; torch.cuda.OutOfMemoryError is its alias there, the class before.
+OUT_OF_MEMORY_ERRORS = (torch.cuda.OutOfMemoryError, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError))
+_oom_reported = False  # warn on the first fallback only; later ones are logged at info level
+
+
+def _empty_on(device: torch.device, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def allocate_cache(shape: tuple[int, ...], dtype: torch.dtype, compute_device: torch.device,
+                   share: int = 1) -> torch.Tensor:
+    """An empty cache tensor on ``compute_device`` when ``share`` tensors of its size fit in half
+    of the device's free memory, else (or when the device runs out of memory) in host memory,
+    pinned when CUDA is available."""
+    global _oom_reported
+    num_bytes = math.prod(shape) * dtype.itemsize
+    device = storage_device(compute_device, share * num_bytes)
+    if device.type != "cpu":
+        try:
+            return _empty_on(device, shape, dtype)
+        except OUT_OF_MEMORY_ERRORS:
+            level = logging.INFO if _oom_reported else logging.WARNING
+            logger.log(level, "%s ran out of memory for a %.1f MiB calibration cache; keeping it in host memory "
+                       "(slower)", device, num_bytes / 2**20)
+            _oom_reported = True
+    return torch.empty(shape, dtype=dtype, pin_memory=torch.cuda.is_available())
 
 
 def _chunks(count: int, size: int) -> Iterator[slice]:
@@ -107,21 +134,24 @@ def _chunks(count: int, size: int) -> Iterator[slice]:
 
 
 @torch.no_grad()
-def _run_chunked(
+def _run_to_cache(
     graph: TorchGraph, feeds: dict[str, torch.Tensor], outputs: Sequence[str], device: torch.device, chunk: int
-) -> dict[str, list[torch.Tensor]]:
+) -> dict[str, torch.Tensor]:
+    """``outputs`` for every sample of ``feeds``, run ``chunk`` samples at a time on ``device``
+    and copied into cache tensors (sized for the three tensors of a unit's cache). A fed
+    tensor asked for as an output is returned as it is, not copied."""
     count = next(iter(feeds.values())).shape[0]
-    results: dict[str, list[torch.Tensor]] = {name: [] for name in outputs}
+    results = {name: feeds[name] for name in outputs if name in feeds}
+    computed = [name for name in outputs if name not in feeds]
+    if not computed:
+        return results
     for part in _chunks(count, chunk):
-        values = graph.run({name: tensor[part].to(device) for name, tensor in feeds.items()}, outputs)
-        for name in outputs:
-            results[name].append(values[name])
+        values = graph.run({name: tensor[part].to(device) for name, tensor in feeds.items()}, computed)
+        for name in computed:
+            if name not in results:
+                results[name] = allocate_cache((count, *values[name].shape[1:]), values[name].dtype, device, share=3)
+            results[name][part] = values[name]
     return results
-
-
-def _assemble(parts: list[torch.Tensor], compute_device: torch.device) -> torch.Tensor:
-    num_bytes = sum(p.numel() * p.element_size() for p in parts)
-    return _store(torch.cat(parts), storage_device(compute_device, 3 * num_bytes))
 
 
 def cache_from_model_inputs(
@@ -130,13 +160,9 @@ def cache_from_model_inputs(
     """Compute the unit's cache by running the graph from the model inputs."""
     graph.eval()
     with quantizers_disabled(graph):
-        fp = _run_chunked(graph, inputs, [unit.input_name, unit.output_name], device, chunk)
-    quantized = _run_chunked(graph, inputs, [unit.input_name], device, chunk)
-    return UnitCache(
-        fp_input=_assemble(fp[unit.input_name], device),
-        q_input=_assemble(quantized[unit.input_name], device),
-        target=_assemble(fp[unit.output_name], device),
-    )
+        fp = _run_to_cache(graph, inputs, [unit.input_name, unit.output_name], device, chunk)
+    quantized = _run_to_cache(graph, inputs, [unit.input_name], device, chunk)
+    return UnitCache(fp_input=fp[unit.input_name], q_input=quantized[unit.input_name], target=fp[unit.output_name])
 
 
 def advance_cache(
@@ -145,12 +171,7 @@ def advance_cache(
     """The cache of ``following`` (whose input is ``done``'s output) from ``done``'s cache:
     the FP input is ``done``'s target, the quantized input is ``done`` run on its quantized input."""
     graph.eval()
-    quantized = _run_chunked(graph, {done.input_name: cache.q_input}, [done.output_name], device, chunk)
-    fp_input = cache.target
+    quantized = _run_to_cache(graph, {done.input_name: cache.q_input}, [done.output_name], device, chunk)
     with quantizers_disabled(graph):
-        target = _run_chunked(graph, {following.input_name: fp_input}, [following.output_name], device, chunk)
-    return UnitCache(
-        fp_input=fp_input,
-        q_input=_assemble(quantized[done.output_name], device),
-        target=_assemble(target[following.output_name], device),
-    )
+        target = _run_to_cache(graph, {following.input_name: cache.target}, [following.output_name], device, chunk)
+    return UnitCache(fp_input=cache.target, q_input=quantized[done.output_name], target=target[following.output_name])

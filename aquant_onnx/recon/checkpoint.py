@@ -25,6 +25,7 @@ import torch
 
 from ..config import QuantConfig
 from ..errors import ConfigError
+from ..graph.external import update_digest
 from ..torchgraph.executor import TorchGraph
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,8 @@ def fingerprint(model: onnx.ModelProto, config: QuantConfig) -> str:
     data = config.to_dict()
     data["recon"].pop("checkpoint_dir", None)
     data["recon"].pop("device", None)
-    digest = hashlib.sha256(model.SerializeToString(deterministic=True))
+    digest = hashlib.sha256()
+    update_digest(digest, model)  # the model bytes, also above protobuf's 2 GiB limit
     digest.update(json.dumps(data, sort_keys=True).encode())
     return digest.hexdigest()
 

@@ -13,7 +13,10 @@ Construction (once):
 
 Execution: ``run(feeds, outputs)`` computes only the nodes needed for ``outputs`` from
 ``feeds`` (which may be intermediate tensors: one block in isolation). Plans are cached
-per (fed names, outputs); a tensor is dropped after its last consumer.
+per (fed names, outputs); a tensor is dropped after its last consumer. A model whose inputs
+have a fixed batch size B (tflite converters write B = 1 and bake it into Reshape shapes)
+is run on B samples at a time and the outputs are concatenated, so calibration can feed
+any multiple of B.
 """
 
 from __future__ import annotations
@@ -69,7 +72,8 @@ def check_supported(model: onnx.ModelProto) -> None:
 
 
 def _to_torch(array: np.ndarray) -> Tensor:
-    return torch.from_numpy(np.array(array, copy=True))
+    """A torch tensor owning its data; copies only read-only views (onnx's on raw_data bytes)."""
+    return torch.from_numpy(array if array.flags.writeable else array.copy())
 
 
 def _attribute_value(attribute: onnx.AttributeProto) -> Any:
@@ -94,6 +98,18 @@ def _sanitize(name: str, taken: set[str]) -> str:
         candidate = f"{base}_{index}"
     taken.add(candidate)
     return candidate
+
+
+def _static_batch(model: onnx.ModelProto, input_names: Sequence[str]) -> int | None:
+    """The fixed leading (batch) dimension every graph input shares, or None when any is dynamic."""
+    sizes = set()
+    for info in model.graph.input:
+        if info.name in input_names:
+            dims = info.type.tensor_type.shape.dim
+            if not dims or not dims[0].HasField("dim_value") or dims[0].dim_value < 1:
+                return None
+            sizes.add(dims[0].dim_value)
+    return sizes.pop() if len(sizes) == 1 else None
 
 
 def _spatial_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
@@ -146,6 +162,8 @@ class TorchGraph(nn.Module):
         initializers = {init.name: init for init in model.graph.initializer}
         self.input_names = [i.name for i in model.graph.input if i.name not in initializers]
         self.output_names = [o.name for o in model.graph.output]
+        self.static_batch = _static_batch(model, self.input_names)
+        self._warned_static_batch = False
         self.layers: dict[str, QuantizableLayer] = {}
         self.layer_modules = nn.ModuleDict()
         self.constants = nn.Module()  # holds device constants as buffers
@@ -273,9 +291,31 @@ class TorchGraph(nn.Module):
         producer is not run.
 
         Raises:
-            UnsupportedModelError: a needed tensor is neither fed nor computable.
+            UnsupportedModelError: a needed tensor is neither fed nor computable, or the model
+                has a fixed batch size that does not divide the number of fed samples.
         """
         outputs = tuple(outputs)
+        counts = {t.shape[0] if t.dim() else None for t in feeds.values()}
+        if self.static_batch is not None and len(counts) == 1 and counts != {self.static_batch}:
+            return self._run_in_batches(feeds, outputs, counts.pop())
+        return self._run_plan(feeds, outputs)
+
+    def _run_in_batches(self, feeds: dict[str, Tensor], outputs: tuple[str, ...], count: int | None) -> dict[str, Tensor]:
+        """``run`` for a fixed-batch model fed ``count`` samples: ``static_batch`` at a time, outputs concatenated."""
+        size = self.static_batch
+        if count is None or count % size:
+            raise UnsupportedModelError(
+                f"The model takes a fixed batch of {size} samples and cannot run {count}; use a multiple of {size} "
+                "calibration samples and batch size, or export the model with a dynamic batch dimension.")
+        if not self._warned_static_batch:
+            logger.warning("the model has a fixed batch size of %d: calibration runs it %d sample(s) at a time "
+                           "(slower than a model exported with a dynamic batch)", size, size)
+            self._warned_static_batch = True
+        pieces = [self._run_plan({name: t[start:start + size] for name, t in feeds.items()}, outputs)
+                  for start in range(0, count, size)]
+        return {name: torch.cat([piece[name] for piece in pieces]) for name in outputs}
+
+    def _run_plan(self, feeds: dict[str, Tensor], outputs: tuple[str, ...]) -> dict[str, Tensor]:
         key = (frozenset(feeds), outputs)
         plan = self._plans.get(key)
         if plan is None:

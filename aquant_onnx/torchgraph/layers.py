@@ -14,6 +14,9 @@ An input quantizer with ``unfolds_input = True`` does the im2col itself (AQuant
 
 reshaped to ``[N, OC, OH, OW]``. ``ConvLayer.unfold`` gives such quantizers the columns of
 the layer's own geometry (asymmetric ONNX pads applied with F.pad first).
+
+With autograd off and final quantizers, a layer whose input quantizer emits integer codes (AQuant
+borders) or whose input is float computes exactly as the exported graph does (:mod:`.integer`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import ops
+from .integer import exact_forward
 
 Tensor = torch.Tensor
 
@@ -81,6 +85,9 @@ class QuantizableLayer(nn.Module):
         return self.bias_quantizer(self.bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        y = exact_forward(self, x)  # after calibration, autograd off: the exported graph's arithmetic
+        if y is not None:
+            return y
         weight = self.quantized_weight()
         if self.input_quantizer is not None:
             if getattr(self.input_quantizer, "unfolds_input", False):

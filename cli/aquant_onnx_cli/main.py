@@ -125,11 +125,9 @@ def _floats(value: str | None) -> tuple[float, ...] | None:
 
 
 def _check_output_folder(output: Path) -> None:
-    from aquant_onnx.errors import ExportError
+    from aquant_onnx.export.model import check_output_path
 
-    folder = output.parent if str(output.parent) else Path(".")
-    if not folder.is_dir():
-        raise ExportError(f"Output folder {folder} does not exist; create it or choose another -o path.")
+    check_output_path(output)  # before calibrating: an unwritable -o fails now, not after the run
 
 
 def _json_safe(value: Any) -> Any:

@@ -10,9 +10,11 @@
 // - the inner loops run over a contiguous stretch with one coefficient column and a degree
 //   fixed at compile time, so the compiler vectorises them; on x86-64 they are also built
 //   for AVX2 and picked at load time (target_clones), the library still runs on any CPU;
-// - im2col: v is computed once per (n, c) plane into a zero_point-padded scratch plane, the
-//   fused sums are accumulated tap by tap (each window still adds its taps in row-major
-//   order), and every code row is a contiguous or strided read of that plane;
+// - im2col: v is computed once per (n, c) plane into a zero_point-padded scratch plane, and the
+//   fused sums are accumulated tap by tap (each window still adds its taps in row-major order).
+//   With stride 1 the windows of one tap read one contiguous run of that plane (rows padded_w
+//   apart), so each tap is a single long vectorised loop whose extra columns are dropped when
+//   the codes are copied out; other strides go one (strided) row of windows at a time;
 // - work is split into independent element ranges / planes on ONNX Runtime's intra-op thread
 //   pool; every output element is computed by one task, so codes never depend on the thread count.
 #include <algorithm>
@@ -129,12 +131,25 @@ AQUANT_INLINE void AccumulateLoop(float* sums, const float* v, int64_t length, i
   }
 }
 
-// sums[i] += B(v[i * step]) for one kernel tap over one row of windows.
-AQUANT_HOT_LOOP void AccumulateBorders(float* sums, const float* v, int64_t length, int64_t step, int32_t degree,
-                                       Border border) {
-  if (degree == 1) return AccumulateLoop<1>(sums, v, length, step, border);
-  if (degree == 2) return AccumulateLoop<2>(sums, v, length, step, border);
-  AccumulateLoop<3>(sums, v, length, step, border);
+// Window rows of one kernel tap: row oy of windows reads v at origin + oy * row_pitch, column ox
+// at + ox * step; the rows' fused sums are sums + oy * out_w.
+struct TapRows {
+  const float* origin;
+  int64_t out_w, row_pitch, step;
+};
+
+template <int Degree>
+AQUANT_INLINE void AccumulateTapLoop(float* sums, const TapRows& tap, int64_t out_h, const Border& border) {
+  for (int64_t oy = 0; oy < out_h; ++oy) {
+    AccumulateLoop<Degree>(sums + oy * tap.out_w, tap.origin + oy * tap.row_pitch, tap.out_w, tap.step, border);
+  }
+}
+
+// sums[oy, ox] += B(v) over all windows of one kernel tap (one call per tap: small maps have short rows).
+AQUANT_HOT_LOOP void AccumulateTap(float* sums, TapRows tap, int64_t out_h, int32_t degree, Border border) {
+  if (degree == 1) return AccumulateTapLoop<1>(sums, tap, out_h, border);
+  if (degree == 2) return AccumulateTapLoop<2>(sums, tap, out_h, border);
+  AccumulateTapLoop<3>(sums, tap, out_h, border);
 }
 
 // Degree 0 stands for the fused form: the border is the window's mean fused[i].
@@ -168,14 +183,42 @@ AQUANT_INLINE void CodeRowImpl(Out* codes, const float* v, const float* fused, i
   CodeLoopAnyStep<3>(codes, v, fused, length, step, q, border);
 }
 
-AQUANT_HOT_LOOP void CodeRow(uint8_t* codes, const float* v, const float* fused, int64_t length, int64_t step,
-                             Quantizer q, int32_t degree, Border border) {
-  CodeRowImpl(codes, v, fused, length, step, q, degree, border);
+// Window positions [first, last) along one axis whose input entry is inside the map (not padding).
+struct InsideRange {
+  int64_t first, last;
+};
+
+// Codes of one kernel tap at the windows rows x cols (the rest of the tap's out_h * out_w codes
+// is padding, see FillPadding): the fused mean `fused` when given, else B_j(v).
+template <typename Out>
+AQUANT_INLINE void CodeTapImpl(Out* codes, const TapRows& tap, const float* fused, InsideRange rows, InsideRange cols,
+                               Quantizer q, int32_t degree, Border border) {
+  for (int64_t oy = rows.first; oy < rows.last; ++oy) {
+    const int64_t window = oy * tap.out_w + cols.first;
+    CodeRowImpl(codes + window, tap.origin + oy * tap.row_pitch + cols.first * tap.step,
+                fused != nullptr ? fused + window : nullptr, cols.last - cols.first, tap.step, q, degree, border);
+  }
 }
 
-AQUANT_HOT_LOOP void CodeRow(int8_t* codes, const float* v, const float* fused, int64_t length, int64_t step,
+AQUANT_HOT_LOOP void CodeTap(uint8_t* codes, TapRows tap, const float* fused, InsideRange rows, InsideRange cols,
                              Quantizer q, int32_t degree, Border border) {
-  CodeRowImpl(codes, v, fused, length, step, q, degree, border);
+  CodeTapImpl(codes, tap, fused, rows, cols, q, degree, border);
+}
+
+AQUANT_HOT_LOOP void CodeTap(int8_t* codes, TapRows tap, const float* fused, InsideRange rows, InsideRange cols,
+                             Quantizer q, int32_t degree, Border border) {
+  CodeTapImpl(codes, tap, fused, rows, cols, q, degree, border);
+}
+
+// padded_code at the windows of one tap (out_h * out_w codes) outside rows x cols.
+template <typename Out>
+void FillPadding(Out* codes, int64_t out_h, int64_t out_w, InsideRange rows, InsideRange cols, Out padded_code) {
+  std::fill(codes, codes + rows.first * out_w, padded_code);
+  std::fill(codes + rows.last * out_w, codes + out_h * out_w, padded_code);
+  for (int64_t oy = rows.first; oy < rows.last; ++oy) {
+    std::fill(codes + oy * out_w, codes + oy * out_w + cols.first, padded_code);
+    std::fill(codes + oy * out_w + cols.last, codes + (oy + 1) * out_w, padded_code);
+  }
 }
 
 // ---------------------------------------------------------------- parallel loop
@@ -247,11 +290,7 @@ void RunElementwise(OrtKernelContext* context, const BorderRoundProblem& problem
 
 // ---------------------------------------------------------------- im2col form
 
-// Window positions [first, last) along one axis whose input index o * stride - pad + k * dilation is in [0, size).
-struct InsideRange {
-  int64_t first, last;
-};
-
+// The InsideRange of one tap: input index o * stride - pad + k * dilation in [0, size).
 InsideRange InsideWindows(int64_t windows, int64_t stride, int64_t pad, int64_t offset, int64_t size) {
   // o * stride >= pad - offset and o * stride < size + pad - offset, offset = k * dilation.
   const int64_t low = pad - offset, high = size + pad - offset;
@@ -276,11 +315,15 @@ void RunIm2col(OrtKernelContext* context, const BorderRoundProblem& problem, con
   const InsideRange inside_cols{std::min(problem.pad_left, padded_w),
                                 std::min(problem.pad_left + problem.width, padded_w)};
 
+  const bool wide = problem.stride_h == 1 && problem.stride_w == 1;
+  const int64_t wide_length = (problem.out_h - 1) * padded_w + out_w;
+
   const int64_t planes_per_task = std::max<int64_t>(1, kTaskElements / (kernel_area * windows));
   const int64_t tasks = (planes + planes_per_task - 1) / planes_per_task;
   ParallelFor(context, tasks, [&](int64_t task) {
     std::vector<float> padded(padded_h * padded_w);
-    std::vector<float> fused(problem.fuse ? windows : 0);
+    std::vector<float> fused(problem.fuse ? (wide ? wide_length : windows) : 0);
+    std::vector<Out> wide_codes(wide ? wide_length : 0);
     std::vector<float> widened(std::is_same_v<In, float> ? 0 : problem.width);
     const int64_t plane_end = std::min((task + 1) * planes_per_task, planes);
     for (int64_t index = task * planes_per_task; index < plane_end; ++index) {
@@ -307,41 +350,44 @@ void RunIm2col(OrtKernelContext* context, const BorderRoundProblem& problem, con
       // im2col row j = (c * kh + ky) * kw + kx; its coefficient column is (j / coeff_divisor) % features.
       const int64_t first_row = channel * kernel_area;
       auto border_of = [&](int64_t j) { return BorderOf(problem, coeffs, (j / problem.coeff_divisor) % problem.features); };
-      auto tap_origin = [&](int64_t k, int64_t oy) {
-        return padded.data() + (oy * problem.stride_h + (k / problem.kernel_w) * problem.dilation_h) * padded_w +
-               (k % problem.kernel_w) * problem.dilation_w;
+      // Stride 1: the windows of one tap are one contiguous run of the padded plane in "wide" order
+      // j = oy * padded_w + ox (the padded_w - out_w columns past each row are computed, then
+      // dropped), so each tap is one long vectorised loop instead of out_h short ones.
+      auto tap_rows = [&](int64_t k) {
+        const float* origin = padded.data() + (k / problem.kernel_w) * problem.dilation_h * padded_w +
+                              (k % problem.kernel_w) * problem.dilation_w;
+        return wide ? TapRows{origin, wide_length, 0, 1}
+                    : TapRows{origin, out_w, problem.stride_h * padded_w, problem.stride_w};
       };
+      const int64_t tap_rows_count = wide ? 1 : problem.out_h;
       if (problem.fuse) {
         std::fill(fused.begin(), fused.end(), 0.0f);
         for (int64_t k = 0; k < kernel_area; ++k) {  // taps in row-major order: each window's sum keeps it
-          const Border border = border_of(first_row + k);
-          for (int64_t oy = 0; oy < problem.out_h; ++oy) {
-            AccumulateBorders(fused.data() + oy * out_w, tap_origin(k, oy), out_w, problem.stride_w, problem.degree,
-                              border);
-          }
+          AccumulateTap(fused.data(), tap_rows(k), tap_rows_count, problem.degree, border_of(first_row + k));
         }
         const float area = static_cast<float>(kernel_area);
         for (float& total : fused) total = total / area;
       }
+      const float* fused_sums = problem.fuse ? fused.data() : nullptr;
       Out* plane_codes = codes + index * kernel_area * windows;
       for (int64_t k = 0; k < kernel_area; ++k) {
         const int64_t ky = k / problem.kernel_w, kx = k % problem.kernel_w;
-        const Border border = border_of(first_row + k);
         const InsideRange rows = InsideWindows(problem.out_h, problem.stride_h, problem.pad_top,
                                                ky * problem.dilation_h, problem.height);
         const InsideRange cols = InsideWindows(out_w, problem.stride_w, problem.pad_left,
                                                kx * problem.dilation_w, problem.width);
-        Out* row = plane_codes + k * windows;
-        std::fill(row, row + rows.first * out_w, padded_code);
-        std::fill(row + rows.last * out_w, row + windows, padded_code);
-        for (int64_t oy = rows.first; oy < rows.last; ++oy) {
-          Out* out = row + oy * out_w;
-          std::fill(out, out + cols.first, padded_code);
-          std::fill(out + cols.last, out + out_w, padded_code);
-          const float* fused_row = problem.fuse ? fused.data() + oy * out_w + cols.first : nullptr;
-          CodeRow(out + cols.first, tap_origin(k, oy) + cols.first * problem.stride_w, fused_row,
-                  cols.last - cols.first, problem.stride_w, q, problem.degree, border);
+        Out* tap_codes = plane_codes + k * windows;
+        if (wide) {
+          CodeTap(wide_codes.data(), tap_rows(k), fused_sums, {0, 1}, {0, wide_length}, q, problem.degree,
+                  border_of(first_row + k));
+          for (int64_t oy = rows.first; oy < rows.last; ++oy) {
+            std::copy(wide_codes.data() + oy * padded_w + cols.first, wide_codes.data() + oy * padded_w + cols.last,
+                      tap_codes + oy * out_w + cols.first);
+          }
+        } else {
+          CodeTap(tap_codes, tap_rows(k), fused_sums, rows, cols, q, problem.degree, border_of(first_row + k));
         }
+        FillPadding(tap_codes, problem.out_h, out_w, rows, cols, padded_code);
       }
     }
   });

@@ -1,0 +1,157 @@
+"""Exact layer arithmetic in the exported graph (:mod:`aquant_onnx.accumulator`, DESIGN §4).
+
+Integer form (a layer whose input has an AQuant border, :mod:`.border`): the DequantizeLinears
+of codes, weight and bias get scale 1 and only centre the integers; the layer's output becomes
+``<layer>.accumulator`` → [Add of the bias, where it would leave float32's exact integers] →
+Mul(``<layer>.output_scale`` = s_x·s_w) → the original output tensor.
+
+Float-input form (the first layer, in a model whose other layers are exact): x is split into the
+simulation's two fixed-point pieces, each feeding a copy of the layer::
+
+    x → Add, Sub (<layer>.input_coarse_offset) → <layer>.input_coarse → <layer>      → <layer>.accumulator_coarse
+    x − coarse → Add, Sub (<layer>.input_fine_offset) → <layer>.input_fine → <layer>.fine → <layer>.accumulator_fine
+    Add → <layer>.accumulator → Mul(<layer>.output_scale = s_w) → [Add(bias)] → the original output tensor
+
+with weights int8 → DequantizeLinear(scale 1, z_w), one per copy.
+
+Every sum is exact in float32, so MLAS's float kernels stay in use: ONNX Runtime 1.32's CPU
+ConvInteger and MatMulInteger are 2–8× slower on the same layers (``benchmarks.ort_latency
+--layer-forms``), and ConvInteger has no per-channel weight zero point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ..accumulator import code_magnitude, exact_in_float32, float_input_grids, grid_rounding_offset
+from .params import LayerParams, WeightParams
+from .qdq import quantize_weight
+
+FINE_PIECE_SUFFIX = ".fine"  # the float-input layer's copy that takes the fine piece
+
+
+class Emitter:
+    """Appends nodes named ``<prefix>.<role>`` whose single output tensor has the same name."""
+
+    def __init__(self, graph: gs.Graph, prefix: str) -> None:
+        self.graph = graph
+        self.prefix = prefix
+
+    def constant(self, role: str, values: np.ndarray) -> gs.Constant:
+        return gs.Constant(f"{self.prefix}.{role}", np.ascontiguousarray(values))
+
+    def op(self, op_type: str, role: str, inputs: list[gs.Tensor], attrs: dict | None = None,
+           dtype: type | None = np.float32, output: gs.Variable | None = None, domain: str | None = None) -> gs.Variable:
+        out = output if output is not None else gs.Variable(f"{self.prefix}.{role}", dtype=dtype)
+        self.graph.nodes.append(gs.Node(op_type, name=f"{self.prefix}.{role}", inputs=inputs, outputs=[out],
+                                        attrs=attrs or {}, domain=domain))
+        return out
+
+    def reshape(self, role: str, source: gs.Tensor, shape: list[int], dtype: type | None = np.float32,
+                output: gs.Variable | None = None) -> gs.Variable:
+        """Reshape to ``shape`` (0 copies the input's dimension, so the batch stays dynamic)."""
+        target = self.constant(f"{role}_shape", np.array(shape, dtype=np.int64))
+        return self.op("Reshape", role, [source, target], dtype=dtype, output=output)
+
+
+def accumulates_integers(node: gs.Node, layer: LayerParams) -> bool:
+    """Whether ``node`` is exported in integer form: the conditions of the simulation's integer
+    path (``aquant_onnx.torchgraph.integer``), judged on the same integers."""
+    if layer.weight is None or layer.activation is None or (_has_bias(node) and layer.bias is None):
+        return False
+    if node.op not in ("Conv", "Gemm", "MatMul") or float(node.attrs.get("alpha", 1.0)) != 1.0:
+        return False
+    return exact_accumulator(layer, with_bias=False)
+
+
+def exact_accumulator(layer: LayerParams, with_bias: bool) -> bool:
+    """:func:`exact_in_float32` of the layer's integers, with or without its bias."""
+    activation = layer.activation
+    magnitude = code_magnitude(activation.qmin, activation.qmax, activation.zero_point)
+    bias = layer.bias.int_values.astype(np.int64) if with_bias and layer.bias is not None else None
+    return exact_in_float32(_centred_weight(layer.weight), layer.weight.axis, magnitude, bias)
+
+
+def channel_shape(node: gs.Node, weight_index: int, weight_rank: int) -> list[int]:
+    """Shape of a per-output-channel tensor that broadcasts against the node's output."""
+    if node.op == "Conv":
+        return [-1] + [1] * (weight_rank - 2)  # [OC, 1, 1]
+    if node.op == "MatMul" and weight_index == 0:  # y = W @ x: one channel per row
+        return [-1, 1]
+    return [-1]
+
+
+def rescale_output(emit: Emitter, node: gs.Node, channel_shape: list[int], output_scale: np.ndarray,
+                   bias_after: bool) -> None:
+    """node → ``<layer>.accumulator`` [+ bias] · ``<layer>.output_scale`` → node's original output.
+
+    ``bias_after``: the bias (e.g. clamped to int32 on a near-zero weight step) would take the
+    accumulator beyond float32's exact integers, so it is added after the layer, rounded once,
+    as the simulation does."""
+    output = node.outputs[0]
+    y = node.outputs[0] = gs.Variable(f"{node.name}.accumulator", dtype=np.float32)
+    if bias_after:
+        bias = node.inputs.pop(2)
+        y = emit.op("Add", "accumulator_bias", [y, emit.reshape("bias_channels", bias, channel_shape)])
+    scale = emit.constant("output_scale", output_scale.reshape(channel_shape))
+    emit.op("Mul", "rescale", [y, scale], output=output)
+
+
+def splits_float_input(node: gs.Node, layer: LayerParams) -> bool:
+    """Whether a layer with quantized weights and a float input is exported in the float-input
+    form: the conditions of the simulation's (``aquant_onnx.torchgraph.integer``)."""
+    if layer.weight is None or layer.activation is not None or node.op not in ("Conv", "Gemm", "MatMul"):
+        return False
+    if float(node.attrs.get("alpha", 1.0)) != 1.0 or float(node.attrs.get("beta", 1.0)) != 1.0:
+        return False
+    return float_input_grids(_centred_weight(layer.weight), layer.weight.axis) is not None
+
+
+def quantize_float_input_layer(graph: gs.Graph, node: gs.Node, activation_index: int, weight_index: int,
+                               layer: LayerParams) -> None:
+    """Rewrite ``node`` into the float-input form (precondition: :func:`splits_float_input`)."""
+    weight = layer.weight
+    emit = Emitter(graph, node.name)
+    bias = node.inputs.pop(2) if _has_bias(node) else None
+    output = node.outputs[0]
+    node.outputs[0] = gs.Variable(f"{node.name}.accumulator_coarse", dtype=np.float32)
+    fine_node = gs.Node(node.op, name=node.name + FINE_PIECE_SUFFIX, inputs=list(node.inputs), attrs=dict(node.attrs),
+                        outputs=[gs.Variable(f"{node.name}.accumulator_fine", dtype=np.float32)])
+    graph.nodes.append(fine_node)
+    # One int8 weight + DequantizeLinear per node: ORT's int8 weight transformer
+    # (session.x64quantprecision) fails on a DequantizeLinear shared by two layers.
+    for layer_node in (node, fine_node):
+        quantize_weight(graph, layer_node, weight_index, replace(weight, scale=np.ones_like(weight.scale)))
+    coarse, fine = float_input_grids(_centred_weight(weight), weight.axis)
+    x = node.inputs[activation_index]
+    coarse_piece = _rounded(emit, "coarse", x, coarse)
+    node.inputs[activation_index] = coarse_piece
+    fine_node.inputs[activation_index] = _rounded(emit, "fine", emit.op("Sub", "input_after_coarse", [x, coarse_piece]),
+                                                  fine)
+    shape = channel_shape(node, weight_index, weight.int_values.ndim)
+    accumulator = emit.op("Add", "accumulator", [node.outputs[0], fine_node.outputs[0]])
+    scale = emit.constant("output_scale", weight.scale.astype(np.float32).reshape(shape))
+    if bias is None:
+        emit.op("Mul", "rescale", [accumulator, scale], output=output)
+        return
+    bias = emit.reshape("bias_channels", bias, shape) if node.op == "Conv" else bias  # Gemm: C broadcasts as is
+    emit.op("Add", "bias_add", [emit.op("Mul", "rescale", [accumulator, scale]), bias], output=output)
+
+
+def _rounded(emit: Emitter, role: str, x: gs.Tensor, grid: float) -> gs.Variable:
+    """``<layer>.input_<role>``: x rounded to a multiple of ``grid`` as (x + C) − C."""
+    offset = emit.constant(f"input_{role}_offset", np.array(grid_rounding_offset(grid), np.float32))
+    return emit.op("Sub", f"input_{role}", [emit.op("Add", f"input_{role}_shifted", [x, offset]), offset])
+
+
+def _has_bias(node: gs.Node) -> bool:
+    return len(node.inputs) > 2 and not (isinstance(node.inputs[2], gs.Variable) and node.inputs[2].name == "")
+
+
+def _centred_weight(weight: WeightParams) -> np.ndarray:
+    """w − z_w as int64, in the initializer's layout."""
+    other_axes = [a for a in range(weight.int_values.ndim) if a != weight.axis]
+    return weight.int_values.astype(np.int64) - np.expand_dims(weight.zero_point.astype(np.int64), other_axes)
