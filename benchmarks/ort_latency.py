@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import hashlib
 import json
 import logging
 import os
@@ -84,8 +85,19 @@ def _load_1min() -> float:
 # ---------------------------------------------------------------- models
 
 
+def _package_fingerprint() -> str:
+    """Hash of the aquant_onnx sources that shape the exported graph."""
+    import aquant_onnx
+
+    digest = hashlib.sha256()
+    for source in sorted(Path(aquant_onnx.__file__).parent.rglob("*.py")):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def build_models(model_key: str, variants: list[str], work_dir: Path, iters: int, num_calib: int) -> dict[str, Path]:
-    """Export every variant of ``model_key`` once into ``work_dir`` (cached across runs).
+    """Export every variant of ``model_key`` once into ``work_dir`` (cached across runs, keyed by
+    the package's source so a changed exporter never reuses a stale graph).
 
     Variants that differ only in ``border_op`` share one calibration.
     """
@@ -93,7 +105,7 @@ def build_models(model_key: str, variants: list[str], work_dir: Path, iters: int
     from aquant_onnx.pipeline import calibrate, export
 
     spec = MODELS[model_key]
-    out = work_dir / model_key
+    out = work_dir / model_key / f"{_package_fingerprint()}_i{iters}_n{num_calib}"
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     calibrated_by_options: dict[str, Any] = {}

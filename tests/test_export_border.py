@@ -13,6 +13,7 @@ import logging
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
@@ -215,8 +216,9 @@ def test_exported_graph_is_valid_and_named(exported, op):
         assert nodes[name].op_type == "Conv" and attrs["kernel_shape"] == [1, 1] and attrs["pads"] == [0, 0, 0, 0]
         assert inits[f"{name}{BORDER_COEFFS_SUFFIX}"].size == 3 * (4 if name == "conv_a" else 8) * 9
     assert nodes["conv_d"].op_type == "Conv" and nodes["fc"].op_type == "Gemm"
-    # integer form: unit scales in the DequantizeLinears, s_x·s_w after the layer
-    assert inits["conv_b.weight_scale"].tolist() == [1.0] * 8 and inits["conv_b.input_unit_scale"] == 1.0
+    # integer form: unit scales (weights only cast and centred), s_x·s_w after the layer
+    assert nodes["conv_b.weight_Cast"].op_type == "Cast" and "conv_b.weight_Mul" not in nodes
+    assert inits["conv_b.input_unit_scale"] == 1.0
     np.testing.assert_array_equal(inits["conv_b.output_scale"].reshape(-1),
                                   np.float32(inits["conv_b.input_scale"]) * exported["params"].layers["conv_b"].weight.scale)
     # downstream nodes read the original tensor names
@@ -279,3 +281,19 @@ def test_inspect_reports_borders_of_both_forms(exported, tmp_path):
     assert reports["custom"]["conv_b"] == ("Conv", 4, "[3, 72] im2col")
     assert reports["custom"]["conv_d"] == ("Conv", 4, "[2, 8] element-wise")
     assert reports["custom"]["fc"] == ("Gemm", 8, "[3, 6] element-wise")
+
+
+def test_onnx_runtime_folds_the_weights_of_bordered_layers(exported, tmp_path):
+    """Weights and biases of layers fed by BorderRound reach ORT's optimized graph as float
+    initializers (prepacked, NCHWc-eligible); only the activations' DequantizeLinears remain,
+    and the rescale Mul is not folded into the (integer) weights."""
+    options = ort.SessionOptions()
+    options.register_custom_ops_library(str(library.library_path()))
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(exported["custom"]["model"].SerializeToString(), options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(str(tmp_path / "optimized.onnx"))
+    initializers = {t.name for t in optimized.graph.initializer}
+    dequantized = [n for n in optimized.graph.node if n.op_type == "DequantizeLinear"]
+    assert not [n.name for n in dequantized if n.input[0] in initializers], "weights dequantized at run time"
+    assert len(dequantized) == len(LAYERS)  # one per layer input: the codes
+    assert not any("ConvMulFusion" in name for name in initializers)

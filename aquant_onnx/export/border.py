@@ -17,12 +17,15 @@ one Mul restores the scale, the arithmetic of the simulation's eval path, so ONN
 the simulation agree bit for bit whatever their summation order::
 
     X → BorderRound → codes → DequantizeLinear(scale 1, z_x)  → q − z_x ─┐
-    W_int8 → DequantizeLinear(scale 1, z_w, axis)             → w − z_w ─┼→ Conv/Gemm/MatMul → <layer>.accumulator
-    b_int32 → DequantizeLinear(scale 1)                       → b ───────┘      → Mul(<layer>.output_scale = s_x·s_w) → Y
+    W_int8 → Cast → Sub(z_w)                                  → w − z_w ─┼→ Conv/Gemm/MatMul → <layer>.accumulator
+    b_int32 → Cast                                            → b ───────┘      → Mul(<layer>.output_scale = s_x·s_w) → Y
+
+Weights and bias are dequantized by constant Cast/Sub/Mul chains, not DequantizeLinear, so
+ONNX Runtime folds them at load and the layer runs as a prepacked float convolution
+(:func:`.qdq.quantize_weight`).
 
 Other layers (accumulator beyond 2^24, a float bias off the accumulator grid, Gemm alpha ≠ 1,
-ConvTranspose) keep the float form: the same nodes with the real scales in the
-DequantizeLinears and no Mul.
+ConvTranspose) keep the float form: the same nodes with the real scales and no Mul.
 
 New nodes and tensors are named ``<layer>.<role>``; the coefficients are the initializer
 ``<layer>.border_coeffs`` and the codes the tensor ``<layer>.input_quantized`` in both forms.
@@ -94,9 +97,9 @@ def quantize_layer_with_border(graph: gs.Graph, node: gs.Node, activation_index:
     integer = accumulates_integers(node, layer)
     unit = (lambda grid: replace(grid, scale=np.ones_like(grid.scale))) if integer else (lambda grid: grid)
     if layer.weight is not None:
-        quantize_weight(graph, node, weight_index, unit(layer.weight))
+        quantize_weight(graph, node, weight_index, unit(layer.weight), foldable=True)
     if layer.bias is not None:
-        quantize_bias(graph, node, unit(layer.bias))
+        quantize_bias(graph, node, unit(layer.bias), foldable=True)
     emit = Emitter(graph, node.name)
     activation, border = layer.activation, layer.border
     code_dtype = np.int8 if activation.signed else np.uint8

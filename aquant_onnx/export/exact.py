@@ -1,7 +1,7 @@
 """Exact layer arithmetic in the exported graph (:mod:`aquant_onnx.accumulator`, DESIGN §4).
 
-Integer form (a layer whose input has an AQuant border, :mod:`.border`): the DequantizeLinears
-of codes, weight and bias get scale 1 and only centre the integers; the layer's output becomes
+Integer form (a layer whose input has an AQuant border, :mod:`.border`): the dequantization
+of codes, weight and bias gets scale 1 and only centres the integers; the layer's output becomes
 ``<layer>.accumulator`` → [Add of the bias, where it would leave float32's exact integers] →
 Mul(``<layer>.output_scale`` = s_x·s_w) → the original output tensor.
 
@@ -78,7 +78,9 @@ def exact_accumulator(layer: LayerParams, with_bias: bool) -> bool:
 def channel_shape(node: gs.Node, weight_index: int, weight_rank: int) -> list[int]:
     """Shape of a per-output-channel tensor that broadcasts against the node's output."""
     if node.op == "Conv":
-        return [-1] + [1] * (weight_rank - 2)  # [OC, 1, 1]
+        # [1, OC, 1, 1], not [OC, 1, 1]: ORT's ConvMulFusion folds a Mul by an [OC, 1, 1] constant
+        # into the weights, which makes them non-integer and the sums inexact.
+        return [1, -1] + [1] * (weight_rank - 2)
     if node.op == "MatMul" and weight_index == 0:  # y = W @ x: one channel per row
         return [-1, 1]
     return [-1]
@@ -97,7 +99,7 @@ def rescale_output(emit: Emitter, node: gs.Node, channel_shape: list[int], outpu
         bias = node.inputs.pop(2)
         y = emit.op("Add", "accumulator_bias", [y, emit.reshape("bias_channels", bias, channel_shape)])
     scale = emit.constant("output_scale", output_scale.reshape(channel_shape))
-    emit.op("Mul", "rescale", [y, scale], output=output)
+    emit.op("Mul", "rescale", [scale, y], output=output)
 
 
 def splits_float_input(node: gs.Node, layer: LayerParams) -> bool:
@@ -121,8 +123,10 @@ def quantize_float_input_layer(graph: gs.Graph, node: gs.Node, activation_index:
     fine_node = gs.Node(node.op, name=node.name + FINE_PIECE_SUFFIX, inputs=list(node.inputs), attrs=dict(node.attrs),
                         outputs=[gs.Variable(f"{node.name}.accumulator_fine", dtype=np.float32)])
     graph.nodes.append(fine_node)
-    # One int8 weight + DequantizeLinear per node: ORT's int8 weight transformer
-    # (session.x64quantprecision) fails on a DequantizeLinear shared by two layers.
+    # Weights through DequantizeLinear, which ORT does not fold: with constant weights its NCHWc
+    # transformer would fuse the Add of the two pieces into one convolution's sum, mixing their
+    # grids (inexact). One DequantizeLinear per node: ORT's int8 weight transformer
+    # (session.x64quantprecision) fails on one shared by two layers.
     for layer_node in (node, fine_node):
         quantize_weight(graph, layer_node, weight_index, replace(weight, scale=np.ones_like(weight.scale)))
     coarse, fine = float_input_grids(_centred_weight(weight), weight.axis)
@@ -135,10 +139,10 @@ def quantize_float_input_layer(graph: gs.Graph, node: gs.Node, activation_index:
     accumulator = emit.op("Add", "accumulator", [node.outputs[0], fine_node.outputs[0]])
     scale = emit.constant("output_scale", weight.scale.astype(np.float32).reshape(shape))
     if bias is None:
-        emit.op("Mul", "rescale", [accumulator, scale], output=output)
+        emit.op("Mul", "rescale", [scale, accumulator], output=output)
         return
     bias = emit.reshape("bias_channels", bias, shape) if node.op == "Conv" else bias  # Gemm: C broadcasts as is
-    emit.op("Add", "bias_add", [emit.op("Mul", "rescale", [accumulator, scale]), bias], output=output)
+    emit.op("Add", "bias_add", [emit.op("Mul", "rescale", [scale, accumulator]), bias], output=output)
 
 
 def _rounded(emit: Emitter, role: str, x: gs.Tensor, grid: float) -> gs.Variable:

@@ -22,6 +22,7 @@ from .border import BORDER_COEFFS_SUFFIX, BORDER_ROUND_SUFFIX, BORDER_UNFOLD_SUF
 from .exact import FINE_PIECE_SUFFIX
 
 LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+WEIGHT_CHAIN_OPS = ("DequantizeLinear", "Cast", "Sub", "Mul")  # int weight → float weight
 
 
 @dataclass
@@ -66,6 +67,19 @@ def _before_reshape(producers: dict[str, onnx.NodeProto], tensor: str) -> str:
     return node.input[0] if node is not None and node.op_type == "Reshape" else tensor
 
 
+def _integer_weight(producers: dict[str, onnx.NodeProto], inits: dict[str, np.ndarray],
+                    tensor: str) -> np.ndarray | None:
+    """The integer initializer behind a dequantized weight: DequantizeLinear, or the exporter's
+    foldable Cast → [Sub] → [Mul] chain; None for a float weight."""
+    node = producers.get(tensor)
+    while node is not None and node.op_type in ("Sub", "Mul"):
+        node = producers.get(node.input[0])
+    if node is not None and node.op_type in ("DequantizeLinear", "Cast") and node.input[0] in inits:
+        values = inits[node.input[0]]
+        return values if np.issubdtype(values.dtype, np.integer) else None
+    return None
+
+
 def _codes_bits(producers: dict[str, onnx.NodeProto], inits: dict[str, np.ndarray], tensor: str) -> int | None:
     """Bits of the activation codes feeding ``tensor``'s DequantizeLinear, if any."""
     dq = producers.get(_before_reshape(producers, tensor))
@@ -92,17 +106,18 @@ def inspect_model(path: str | os.PathLike) -> ModelReport:
     recorded = json.loads(metadata.get("aquant.layers", "{}"))
     report = ModelReport(str(path), Path(path).stat().st_size, metadata.get("aquant.method"))
     constants = constant_names(model)
-    constants |= {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in constants}
-    constants |= {n.output[0] for n in model.graph.node if n.op_type == "Reshape" and n.input[0] in constants}
+    for node in model.graph.node:  # topological order: dequantized and reshaped weights are constants too
+        if node.op_type in WEIGHT_CHAIN_OPS + ("Reshape",) and all(i in constants for i in node.input if i):
+            constants.add(node.output[0])
     for node in model.graph.node:
         if node.op_type not in LAYER_OPS or not is_quantizable(node, constants) or \
                 node.name.endswith((BORDER_UNFOLD_SUFFIX, FINE_PIECE_SUFFIX)):  # parts of another layer
             continue
         weight_index = 0 if node.op_type == "MatMul" and node.input[0] in constants else 1
         weight_tensor = _before_reshape(producers, node.input[weight_index])
-        dq = producers.get(weight_tensor)
-        if dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in inits:
-            values = inits[dq.input[0]]
+        quantized = _integer_weight(producers, inits, weight_tensor)
+        if quantized is not None:
+            values = quantized
             w_bits = recorded.get(node.name, {}).get("w_bits") or _bits_of_span(values)
         elif weight_tensor in inits:
             values, w_bits = inits[weight_tensor], None
