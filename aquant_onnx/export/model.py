@@ -29,6 +29,30 @@ def _input_indices(node: gs.Node, weight_name: str) -> tuple[int, int]:
     return (1 if weight_index == 0 else 0), weight_index
 
 
+def _int8_fusable_layers(nodes: dict[str, gs.Node], params: QuantizedModelParams) -> set[str]:
+    """QDQ layers ONNX Runtime can run as one integer kernel: a Gemm/MatMul with a quantized
+    input (QGemm, MatMulIntegerToFloat), or a Conv whose output, through at most one Relu, feeds
+    exactly one node, a layer whose input gets a QuantizeLinear (QLinearConv). Their weights stay behind a DequantizeLinear, the pattern ORT fuses; the
+    others get foldable weights (:func:`.qdq.quantize_weight`), as ORT runs them in float."""
+    def quantized_input(node: gs.Node) -> bool:
+        layer = params.layers.get(node.name)
+        return layer is not None and layer.activation is not None and layer.border is None
+
+    fusable = set()
+    for name, layer in params.layers.items():
+        if layer.border is not None or layer.activation is None or name not in nodes:
+            continue
+        if nodes[name].op in ("Gemm", "MatMul"):  # QGemm / MatMulIntegerToFloat take a float output too
+            fusable.add(name)
+            continue
+        consumers = nodes[name].outputs[0].outputs
+        if len(consumers) == 1 and consumers[0].op == "Relu":
+            consumers = consumers[0].outputs[0].outputs
+        if len(consumers) == 1 and quantized_input(consumers[0]):
+            fusable.add(name)
+    return fusable
+
+
 def export_model(
     model: onnx.ModelProto,
     params: QuantizedModelParams,
@@ -46,6 +70,7 @@ def export_model(
     nodes = {node.name: node for node in graph.nodes}
     # Float-input layers get the exact form only where the rest of the model is exact too.
     exact_model = any(layer.border is not None for layer in params.layers.values())
+    int8_fusable = _int8_fusable_layers(nodes, params)
     for name, layer in params.layers.items():
         if name not in nodes:
             raise ExportError(f"Learned parameters refer to node '{name}', which is not in the model.")
@@ -57,10 +82,11 @@ def export_model(
         if exact_model and splits_float_input(node, layer):
             quantize_float_input_layer(graph, node, activation_index, weight_index, layer)
             continue
+        foldable = name not in int8_fusable
         if layer.weight is not None:
-            quantize_weight(graph, node, weight_index, layer.weight)
+            quantize_weight(graph, node, weight_index, layer.weight, foldable=foldable)
         if layer.bias is not None:
-            quantize_bias(graph, node, layer.bias)
+            quantize_bias(graph, node, layer.bias, foldable=foldable)
         if layer.activation is not None:
             quantize_activation(graph, node, activation_index, layer.activation)
     graph.cleanup().toposort()
