@@ -12,8 +12,10 @@ graph, not on how well the parameters were learned. Exported models are cached i
 - ``aquant_channel`` / ``aquant_im2col``: AQuant W4A4 with ``com.aquant::BorderRound``;
   ``*_onnx``: the same models with ``--border-op onnx`` (standard ops only).
 
-Timing: ``--warmup`` runs, then the median of N runs, N chosen so a cell takes about
-``--seconds`` (at least ``--min-runs``); random input; intra-op threads fixed to ``--threads``.
+Timing: ``--warmup`` runs, then the median of N runs; the variants of one (model, batch) run in
+interleaved rounds (each round calls each variant once) so load drift hits them alike, N about
+``--seconds`` over the median call time (at least ``--min-runs``); random input; intra-op threads
+fixed to ``--threads``.
 ``--kernel`` adds the BorderRound kernel on a MobileNetV2-sized activation [N, 96, 112, 112]:
 GB/s of input read, next to QuantizeLinear on the same tensor (and, on CUDA, a torch
 device-to-device copy). ``--layer-forms`` times single layers (a ResNet-20 3x3 conv, a MobileNetV2
@@ -168,6 +170,29 @@ def time_call(call: Callable[[], None], warmup: int, seconds: float, min_runs: i
         call()
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1e3, runs
+
+
+def time_interleaved(calls: dict[str, Callable[[], None]], warmup: int, seconds: float,
+                     min_runs: int) -> dict[str, tuple[float, int]]:
+    """Median wall time in ms of each call, timed in rounds that run every call once, so a change
+    in the machine's load hits all variants alike (a shared 2-core VM drifts by ±30 % within
+    minutes; cell after cell, that drift would land in the ratios). Rounds: about ``seconds``
+    divided by the median single-call time, at least ``min_runs``."""
+    firsts = {}
+    for name, call in calls.items():
+        for _ in range(warmup):
+            call()
+        start = time.perf_counter()
+        call()
+        firsts[name] = time.perf_counter() - start
+    rounds = max(min_runs, min(1000, int(seconds / max(statistics.median(firsts.values()), 1e-6))))
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: (statistics.median(values) * 1e3, rounds) for name, values in times.items()}
 
 
 def open_session(path: Path | bytes, provider: str, threads: int, profile_prefix: str | None = None) -> Any:
@@ -428,12 +453,14 @@ def measure_models(args: argparse.Namespace, done: set[tuple]) -> list[dict]:
         if not pending and not args.profile:
             continue
         paths = build_models(model_key, variants, Path(args.work_dir), args.iters, args.num_calib)
-        for variant, batch in pending:
-            sess = open_session(paths[variant], args.provider, args.threads)
-            call = _runner(sess, _input_feeds(sess, batch, rng), args.provider)
-            ms, runs = time_call(call, args.warmup, args.seconds, args.min_runs)
-            rows.append(_row(model_key, variant, batch, args.provider, ms, runs, args.threads, args,
-                             calib="" if variant == "fp32" else calib))
+        for batch in args.batches:  # the variants of one batch size are timed together
+            calls = {}
+            for variant in [v for v, b in pending if b == batch]:
+                sess = open_session(paths[variant], args.provider, args.threads)
+                calls[variant] = _runner(sess, _input_feeds(sess, batch, rng), args.provider)
+            for variant, (ms, runs) in time_interleaved(calls, args.warmup, args.seconds, args.min_runs).items():
+                rows.append(_row(model_key, variant, batch, args.provider, ms, runs, args.threads, args,
+                                 calib="" if variant == "fp32" else calib))
         if args.profile:
             for variant in variants:
                 prefix = str(Path(args.work_dir) / model_key / f"profile_{variant}_b{args.batches[-1]}")
