@@ -18,7 +18,6 @@ benchmarks/results/ablation.csv / .md with the options in an ``options`` column.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import logging
 import tempfile
@@ -34,10 +33,10 @@ from aquant_onnx.eval.classify import evaluate
 from aquant_onnx.pipeline import calibrate, export
 
 from .models import MODELS
-from .results_io import RESULTS, append_csv, git_commit, markdown_table, read_csv
+from .results_io import RESULTS, append_csv, calibration_set, markdown_table, read_csv, run_metadata
 
 FIELDS = ["model", "method", "w_bits", "a_bits", "seed", "iters", "batch", "num_calib", "eval_set", "top1", "top5",
-          "calib_seconds", "device", "torch", "onnxruntime", "date", "commit"]
+          "calib_seconds", "device", "torch", "onnxruntime", "date", "commit", "calib_set"]
 logger = logging.getLogger(__name__)
 KEY = ("model", "method", "w_bits", "a_bits", "seed", "iters", "batch", "num_calib", "eval_set")
 
@@ -66,7 +65,7 @@ class Table:
 
     def write_markdown(self, rows: list[dict]) -> None:
         shown = ["model", "eval_set", "method", *(["options"] if "options" in self.fields else []), "w_bits",
-                 "a_bits", "seed", "iters", "top1", "top5", "calib_seconds", "device", "date", "commit"]
+                 "a_bits", "seed", "iters", "calib_set", "top1", "top5", "calib_seconds", "device", "date", "commit"]
         lines = [f"# {self.title} (ONNX Runtime, top-1/top-5 %)", "",
                  "FP32 rows have method `fp32`. Noise: ~1.4 points (1k images), ~0.45 (cifar10_test_9k).", ""]
         ordered = sorted(rows, key=lambda r: (r["model"], r["eval_set"], r["method"] != "fp32", r["method"],
@@ -102,9 +101,8 @@ def run(args: argparse.Namespace) -> None:
     table = ABLATION if options else ACCURACY
     done = {table.row_key(r) for r in table.read()} if args.resume else set()
     device = "cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu"
-    common = {"model": args.model, **({"options": variant} if options else {}), "batch": args.batch, "num_calib": args.num_calib, "device": device,
-              "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-              "date": datetime.date.today().isoformat(), "commit": git_commit()}
+    common = {"model": args.model, **({"options": variant} if options else {}), "batch": args.batch,
+              "num_calib": args.num_calib, **run_metadata(device), "calib_set": calibration_set(spec["calib"])}
     provider = "cuda" if device == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers() else "cpu"
     for eval_name, eval_dir in evals.items():  # FP32 reference (main table only)
         row = {**common, "method": "fp32", "w_bits": 32, "a_bits": 32, "seed": 0, "iters": 0, "eval_set": eval_name}

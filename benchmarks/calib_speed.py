@@ -15,8 +15,6 @@ rewrites calib_speed.md.
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import time
 
 import torch
@@ -34,10 +32,10 @@ from aquant_onnx.recon.methods import CalibrationContext, get_method
 from aquant_onnx.torchgraph.executor import TorchGraph
 
 from .models import MODELS
-from .results_io import RESULTS, append_csv, markdown_table, read_csv
+from .results_io import RESULTS, append_csv, calibration_set, markdown_table, run_metadata
 
 FIELDS = ["model", "method", "block", "layers", "engine", "batch", "iters", "it_per_s", "device", "threads", "torch", "date",
-          "act_drop"]
+          "act_drop", "seed", "num_calib", "calib_set", "onnxruntime", "commit"]
 
 
 def measure(model_key: str, method_name: str, block_ids: list[int], engines: list[str], iters: int, warmup: int, num_calib: int,
@@ -88,22 +86,16 @@ def measure(model_key: str, method_name: str, block_ids: list[int], engines: lis
                 timings.append(time.perf_counter() - start)
             rows.append({
                 "model": model_key, "method": method_name, "block": block, "layers": len(unit.layer_names), "engine": engine, "batch": 32,
-                "iters": iters, "it_per_s": round(iters / timings[1], 2),
-                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-                "threads": torch.get_num_threads(), "torch": torch.__version__,
-                "date": datetime.date.today().isoformat(), "act_drop": quantizer_drop,
+                "iters": iters, "it_per_s": round(iters / timings[1], 2), "threads": torch.get_num_threads(),
+                "act_drop": quantizer_drop, "seed": config.seed, "num_calib": num_calib,
+                "calib_set": calibration_set(spec["calib"]), **run_metadata(device.type),
             })
             print(rows[-1], flush=True)
     return rows
 
 
 def write(rows: list[dict]) -> None:
-    path = RESULTS / "calib_speed.csv"
-    earlier = read_csv(path)
-    if earlier and list(earlier[0]) != FIELDS:  # rows from before a column was added: rewrite under the new header
-        path.unlink()
-        append_csv(path, FIELDS, earlier)
-    all_rows = append_csv(path, FIELDS, rows)
+    all_rows = append_csv(RESULTS / "calib_speed.csv", FIELDS, rows)
     lines = ["# Reconstruction loop speed (one reconstruction step, batch 32)", "", *markdown_table(all_rows, FIELDS)]
     (RESULTS / "calib_speed.md").write_text("\n".join(lines) + "\n")
 

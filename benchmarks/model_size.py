@@ -11,30 +11,30 @@ appended to benchmarks/results/model_size.csv; model_size.md is regenerated from
 from __future__ import annotations
 
 import argparse
-import datetime
 import logging
 import tempfile
 from pathlib import Path
 
-import onnxruntime
-import torch
+from aquant_onnx.config import QuantConfig
 
 from .models import MODELS
 from .ort_latency import VARIANTS, build_models
-from .results_io import RESULTS, append_csv, git_commit, markdown_table, read_csv
+from .results_io import RESULTS, append_csv, calibration_set, markdown_table, read_csv, run_metadata
 
 CSV_PATH = RESULTS / "model_size.csv"
-FIELDS = ["model", "variant", "bytes", "ratio_vs_fp32", "calib", "torch", "onnxruntime", "date", "commit"]
+FIELDS = ["model", "variant", "bytes", "ratio_vs_fp32", "calib", "torch", "onnxruntime", "date", "commit", "seed",
+          "calib_set"]
 
 
 def measure(model_key: str, variants: list[str], work_dir: Path, iters: int, num_calib: int) -> list[dict]:
     paths = build_models(model_key, variants, work_dir, iters, num_calib)
     fp32_bytes = Path(MODELS[model_key]["path"]).stat().st_size
-    common = {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-              "date": datetime.date.today().isoformat(), "commit": git_commit()}
+    meta = {k: v for k, v in run_metadata().items() if k != "device"}  # a file size: the machine does not matter
+    calibration = {"seed": QuantConfig().seed, "calib_set": calibration_set(MODELS[model_key]["calib"])}
     return [{"model": model_key, "variant": variant, "bytes": paths[variant].stat().st_size,
-             "ratio_vs_fp32": round(paths[variant].stat().st_size / fp32_bytes, 3),
-             "calib": "" if VARIANTS[variant] is None else f"iters={iters},num_calib={num_calib}", **common}
+             "ratio_vs_fp32": round(paths[variant].stat().st_size / fp32_bytes, 3), **meta,
+             **({"calib": ""} if VARIANTS[variant] is None else
+                {"calib": f"iters={iters},num_calib={num_calib}", **calibration})}
             for variant in variants]
 
 

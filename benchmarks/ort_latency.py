@@ -31,12 +31,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime
 import hashlib
 import json
 import logging
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -47,7 +45,7 @@ import numpy as np
 import onnx
 
 from .models import MODELS
-from .results_io import RESULTS, git_commit, markdown_table, read_csv
+from .results_io import RESULTS, calibration_set, markdown_table, read_csv, run_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +53,8 @@ CSV_PATH = RESULTS / "ort_latency.csv"
 MD_PATH = RESULTS / "ort_latency.md"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIELDS = ["model", "variant", "batch", "provider", "median_ms", "runs", "gb_per_s", "ratio_vs_qdq_w4a4",
-          "ratio_vs_fp32", "threads", "load_1min", "calib", "ort", "device", "date", "commit"]
+          "ratio_vs_fp32", "threads", "load_1min", "calib", "ort", "device", "date", "commit", "seed", "calib_set",
+          "torch"]
 # variant -> calibration options (None: the float model) and border op of the export.
 VARIANTS: dict[str, dict | None] = {
     "fp32": None,
@@ -364,26 +363,19 @@ def measure_layer_forms(batches: list[int], provider: str, threads: int, args: a
 # ---------------------------------------------------------------- rows and tables
 
 
-def _device(provider: str) -> str:
-    if provider == "cuda":
-        try:
-            import torch
-
-            return torch.cuda.get_device_name(0)
-        except Exception:  # torch without CUDA: the provider name is all we know
-            return "cuda"
-    return f"{platform.machine()} {os.cpu_count()} cores"
-
-
 def _row(model: str, variant: str, batch: int, provider: str, ms: float, runs: int, threads: int,
          args: argparse.Namespace, gb_per_s: float | str = "", calib: str = "") -> dict:
     """One result row, printed and (unless ``--dry-run``) saved at once, so an interrupted run can ``--resume``."""
-    import onnxruntime as ort
+    from aquant_onnx.config import QuantConfig
 
+    meta = run_metadata(provider)
+    calibrated = bool(calib)  # fp32 and kernel rows have no calibration
     row = {"model": model, "variant": variant, "batch": batch, "provider": provider, "median_ms": round(ms, 3),
            "runs": runs, "gb_per_s": gb_per_s, "ratio_vs_qdq_w4a4": "", "ratio_vs_fp32": "", "threads": threads,
-           "load_1min": _load_1min(), "calib": calib, "ort": ort.__version__, "device": _device(provider),
-           "date": datetime.date.today().isoformat(), "commit": git_commit()}
+           "load_1min": _load_1min(), "calib": calib, "ort": meta["onnxruntime"], "device": meta["device"],
+           "date": meta["date"], "commit": meta["commit"], "torch": meta["torch"],
+           "seed": QuantConfig().seed if calibrated else "",
+           "calib_set": calibration_set(MODELS[model]["calib"]) if calibrated else ""}
     print(json.dumps(row), flush=True)
     if not args.dry_run:
         write([row])

@@ -12,11 +12,9 @@ and runs the eval set through all three. Reports top-1 agreement of each pair an
 from __future__ import annotations
 
 import argparse
-import datetime
 from pathlib import Path
 
 import numpy as np
-import onnxruntime
 import torch
 
 from aquant_onnx.config import BorderOp
@@ -25,12 +23,12 @@ from aquant_onnx.pipeline import calibrate, export
 from aquant_onnx.runtime import session
 
 from .models import MODELS
-from .results_io import RESULTS, append_csv, git_commit, markdown_table
+from .results_io import RESULTS, append_csv, calibration_set, markdown_table, run_metadata
 
 CSV_PATH = RESULTS / "parity.csv"
 FIELDS = ["model", "border", "granularity", "w_bits", "a_bits", "iters", "num_calib", "eval_set", "images",
           "agree_sim_custom", "agree_sim_onnx", "agree_custom_onnx", "max_dlogit_sim_custom", "max_dlogit_sim_onnx",
-          "max_dlogit_custom_onnx", "onnxruntime", "date", "commit"]
+          "max_dlogit_custom_onnx", "onnxruntime", "date", "commit", "seed", "calib_set", "device", "torch"]
 
 
 def _images(folder: Path, prep, limit: int) -> np.ndarray:
@@ -78,16 +76,19 @@ def run(args: argparse.Namespace) -> dict:
         "images": len(images), "agree_sim_custom": f"{agree('sim', 'custom'):.2f}",
         "agree_sim_onnx": f"{agree('sim', 'onnx'):.2f}", "agree_custom_onnx": f"{agree('custom', 'onnx'):.2f}",
         "max_dlogit_sim_custom": f"{delta('sim', 'custom'):.3g}", "max_dlogit_sim_onnx": f"{delta('sim', 'onnx'):.3g}",
-        "max_dlogit_custom_onnx": f"{delta('custom', 'onnx'):.3g}", "onnxruntime": onnxruntime.__version__,
-        "date": datetime.date.today().isoformat(), "commit": git_commit(),
+        "max_dlogit_custom_onnx": f"{delta('custom', 'onnx'):.3g}", **run_metadata("cpu"),
+        "seed": calibrated.config.seed, "calib_set": calibration_set(spec["calib"]),
     }
-    rows = append_csv(CSV_PATH, FIELDS, [row])
+    write_markdown(append_csv(CSV_PATH, FIELDS, [row]))
+    print(row)
+    return row
+
+
+def write_markdown(rows: list[dict]) -> None:
     lines = ["# AQuant deployment parity (top-1 agreement %, max |Δlogit|)", "",
              "sim = torch simulation, custom = com.aquant::BorderRound in ORT CPU, onnx = standard-op form in ORT CPU.", "",
              *markdown_table(rows, FIELDS)]
     (RESULTS / "parity.md").write_text("\n".join(lines) + "\n")
-    print(row)
-    return row
 
 
 def main() -> None:

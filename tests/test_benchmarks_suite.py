@@ -85,3 +85,18 @@ def test_runner_skips_done_and_gpu_jobs_and_reports_failures(tmp_path: Path, mon
     assert runner.run_suite(argparse.Namespace(**{**vars(args), "max_minutes": 0.0})) == 0
     assert ran == []
     assert "2 jobs left:\n  fails\n  works\n" in capsys.readouterr().out
+
+
+def test_result_files_take_new_columns_without_losing_rows(tmp_path: Path) -> None:
+    """A result file from before a metadata column was added is rewritten under the new header;
+    a row from a still-running older script (a prefix of the new columns) stays readable."""
+    from benchmarks.results_io import append_csv, read_csv
+
+    path = tmp_path / "rows.csv"
+    append_csv(path, ["model", "top1"], [{"model": "a", "top1": "1.0"}])
+    rows = append_csv(path, ["model", "top1", "calib_set"], [{"model": "b", "top1": "2.0", "calib_set": "c"}])
+    assert rows == [{"model": "a", "top1": "1.0", "calib_set": ""}, {"model": "b", "top1": "2.0", "calib_set": "c"}]
+    with path.open("a", newline="") as handle:  # what the older script appends
+        csv.writer(handle).writerow(["c", "3.0"])
+    assert read_csv(path)[-1] == {"model": "c", "top1": "3.0", "calib_set": ""}
+    assert path.read_text().splitlines()[0] == "model,top1,calib_set"
