@@ -13,9 +13,9 @@ graph, not on how well the parameters were learned. Exported models are cached i
   ``*_onnx``: the same models with ``--border-op onnx`` (standard ops only).
 
 Timing: ``--warmup`` runs, then the median of N runs; the variants of one (model, batch) run in
-interleaved rounds (each round calls each variant once) so load drift hits them alike, N about
-``--seconds`` over the median call time (at least ``--min-runs``); random input; intra-op threads
-fixed to ``--threads``.
+interleaved rounds (each round gives each variant a ~0.5 s block of runs) so load drift hits them
+alike, about ``--seconds`` per variant (at least ``--min-runs`` runs); random input; intra-op
+threads fixed to ``--threads``.
 ``--kernel`` adds the BorderRound kernel on a MobileNetV2-sized activation [N, 96, 112, 112]:
 GB/s of input read, next to QuantizeLinear on the same tensor (and, on CUDA, a torch
 device-to-device copy). ``--layer-forms`` times single layers (a ResNet-20 3x3 conv, a MobileNetV2
@@ -172,26 +172,29 @@ def time_call(call: Callable[[], None], warmup: int, seconds: float, min_runs: i
 
 
 def time_interleaved(calls: dict[str, Callable[[], None]], warmup: int, seconds: float,
-                     min_runs: int) -> dict[str, tuple[float, int]]:
-    """Median wall time in ms of each call, timed in rounds that run every call once, so a change
-    in the machine's load hits all variants alike (a shared 2-core VM drifts by ±30 % within
-    minutes; cell after cell, that drift would land in the ratios). Rounds: about ``seconds``
-    divided by the median single-call time, at least ``min_runs``."""
-    firsts = {}
+                     min_runs: int, block_seconds: float = 0.5) -> dict[str, tuple[float, int]]:
+    """Median wall time in ms of each call, timed in rounds that give every call a block of about
+    ``block_seconds`` of back-to-back runs, so a change in the machine's load hits all variants
+    alike (a shared 2-core VM drifts by ±30 % within minutes; cell after cell, that drift would
+    land in the ratios). Blocks, not single calls: an idle session's thread pool keeps spinning
+    for a while after its run and would slow the next session down. Rounds: about ``seconds`` /
+    ``block_seconds``, and at least ``min_runs`` runs of every call."""
+    per_block = {}
     for name, call in calls.items():
         for _ in range(warmup):
             call()
         start = time.perf_counter()
         call()
-        firsts[name] = time.perf_counter() - start
-    rounds = max(min_runs, min(1000, int(seconds / max(statistics.median(firsts.values()), 1e-6))))
+        per_block[name] = max(1, int(block_seconds / max(time.perf_counter() - start, 1e-6)))
+    rounds = max(int(seconds / block_seconds), -(-min_runs // min(per_block.values())), 1)
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(rounds):
         for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    return {name: (statistics.median(values) * 1e3, rounds) for name, values in times.items()}
+            for _ in range(per_block[name]):
+                start = time.perf_counter()
+                call()
+                times[name].append(time.perf_counter() - start)
+    return {name: (statistics.median(values) * 1e3, len(values)) for name, values in times.items()}
 
 
 def open_session(path: Path | bytes, provider: str, threads: int, profile_prefix: str | None = None) -> Any:
