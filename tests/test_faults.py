@@ -46,9 +46,10 @@ def workspace(tmp_path_factory) -> Path:
 
 
 def quantize_args(workspace: Path, output: Path, method: str = "qdrop") -> list[str]:
-    """A qdrop run long enough (40 iterations per block) to be interrupted between checkpoints."""
+    """A qdrop run long enough (150 iterations per block: the blocks after the first checkpoint take
+    ~1 s, time for the signal to land even on a loaded machine) to be interrupted between checkpoints."""
     return ["quantize", str(workspace / "model.onnx"), "--calib", str(workspace / "calib.npz"), "-o", str(output),
-            "--method", method, "--iters", "40", "--batch-size", "8", "--num-calib", "16", "--device", "cpu",
+            "--method", method, "--iters", "150", "--batch-size", "8", "--num-calib", "16", "--device", "cpu",
             "--w-bits", "4", "--a-bits", "4", "--checkpoint-dir", str(workspace / "ckpt")]
 
 
