@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import tempfile
 from pathlib import Path
 
 from aquant_onnx.config import QuantConfig
 
 from .models import MODELS
-from .ort_latency import VARIANTS, build_models
+from .ort_latency import DEFAULT_WORK_DIR, VARIANTS, build_models
 from .results_io import RESULTS, append_csv, calibration_set, markdown_table, read_csv, run_metadata
 
 CSV_PATH = RESULTS / "model_size.csv"
@@ -53,6 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--iters", type=int, default=2, help="reconstruction iterations (as ort_latency.py)")
     parser.add_argument("--num-calib", type=int, default=32)
     parser.add_argument("--resume", action="store_true", help="skip (model, variant) rows already in the CSV")
+    parser.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR),
+                        help="export cache shared with ort_latency.py, so sizes are those of the timed files")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     unknown = sorted(set(args.variants.split(",")) - set(VARIANTS))
@@ -62,8 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     for model_key in args.models.split(","):
         pending = [v for v in args.variants.split(",") if (model_key, v) not in done]
         if pending:
-            with tempfile.TemporaryDirectory() as work_dir:
-                write(measure(model_key, pending, Path(work_dir), args.iters, args.num_calib))
+            write(measure(model_key, pending, Path(args.work_dir), args.iters, args.num_calib))
 
 
 if __name__ == "__main__":

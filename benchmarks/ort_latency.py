@@ -67,6 +67,7 @@ VARIANTS: dict[str, dict | None] = {
     "aquant_im2col_onnx": {"method": "aquant", "w_bits": 4, "a_bits": 4, "border_granularity": "im2col",
                            "border_op": "onnx"},
 }
+DEFAULT_WORK_DIR = REPO_ROOT / "out" / "ort_latency"  # export cache (not committed)
 KERNEL_MODEL = "kernel[N,96,112,112]"  # MobileNetV2's largest depthwise-conv input (block 2)
 KERNEL_CHANNELS, KERNEL_SIZE = 96, 112
 # layer-forms probe: name -> (in channels, size, out channels, kernel, group)
@@ -483,7 +484,7 @@ def main() -> None:
     parser.add_argument("--kernel-only", action="store_true")
     parser.add_argument("--layer-forms", action="store_true", help="also time one layer in its integer forms")
     parser.add_argument("--profile", action="store_true", help="ORT-profile each variant at the last batch size")
-    parser.add_argument("--work-dir", default=str(REPO_ROOT / "out" / "ort_latency"))
+    parser.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR))
     parser.add_argument("--resume", action="store_true", help="skip rows already in the CSV")
     parser.add_argument("--dry-run", action="store_true", help="print rows, write nothing")
     args = parser.parse_args()
