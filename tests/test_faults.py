@@ -74,8 +74,11 @@ def test_signal_during_calibration_leaves_a_checkpoint_the_rerun_finishes(worksp
     checkpoint = workspace / "ckpt" / FILE_NAME
     checkpoint.unlink(missing_ok=True)
     output = workspace / f"interrupted_{sig.name}.onnx"
+    # A shell starts background jobs (`pytest &`, CI runners) with SIGINT ignored and children inherit
+    # that; a user's Ctrl-C reaches a foreground process whose SIGINT is at its default, so reset it.
     child = subprocess.Popen([sys.executable, "-m", "aquant_onnx_cli.main", *quantize_args(workspace, output)],
-                             env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not checkpoint.exists():  # appears (atomically) when the first block is done
         assert child.poll() is None, child.communicate()
