@@ -1,6 +1,6 @@
 """Benchmark suite runner and README report.
 
-    python -m benchmarks run --suite accuracy|speed|latency|parity|ort-quantize [--resume]
+    python -m benchmarks run --suite accuracy|ablation|speed|latency|parity|ort-quantize [--resume]
         [--max-minutes 10] [--dry-run] [--include-gpu-jobs] [--iters 2000] [--gpu-iters 20000] [--match TEXT]
     python -m benchmarks report [--results DIR] [--readme README.md] [--docs docs] [--no-plots]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from .models import MODELS
 from .results_io import RESULTS, read_csv
 
-SUITES = ("accuracy", "speed", "latency", "parity", "ort-quantize")
+SUITES = ("accuracy", "ablation", "speed", "latency", "parity", "ort-quantize")
 
 # The published accuracy table (DESIGN §7): methods x bit settings, two seeds where the
 # methods are stochastic enough to need them.
@@ -26,6 +26,13 @@ GPU_METHODS = ("rtn", "qdrop", "aquant")  # the paper's headline comparison, at 
 GPU_MODELS = ("mobilenet_v2", "efficientnet_lite0")
 ACCURACY_BATCH = 32
 ACCURACY_NUM_CALIB = 1000
+# AQuant ablations (DESIGN §3 options; the paper's Table 3 and the border learning rate), on
+# ResNet-20 at a reduced schedule: one AQuant run at 2000 iterations takes ~1.5 h on 2 CPU cores.
+ABLATION_OPTIONS = ("border=linear", "border=constant", "border_fusion=false", "border_granularity=channel",
+                    "lr_border=0.01", "lr_border=0.0001")
+ABLATION_BITS = ((3, 3), (2, 2))
+ABLATION_ITERS = 500
+ABLATION_SEED = 1005
 ORT_QUANTIZE_BITS = ((8, 8), (4, 8), (4, 4))
 ORT_QUANTIZE_CALIBRATE = ("minmax", "percentile")
 ORT_QUANTIZE_NUM_CALIB = 1000
@@ -89,6 +96,28 @@ def accuracy_jobs(iters: int, gpu_iters: int) -> list[Job]:
     return jobs
 
 
+def ablation_jobs() -> list[Job]:
+    """ResNet-20 AQuant variants at W3A3 / W2A2 beside the default AQuant and QDrop of the same schedule."""
+    model, evals = "resnet20", tuple(MODELS["resnet20"]["evals"])
+    common = ("--model", model, "--seeds", str(ABLATION_SEED), "--iters", str(ABLATION_ITERS), "--eval",
+              ",".join(evals), "--batch", str(ACCURACY_BATCH), "--num-calib", str(ACCURACY_NUM_CALIB))
+    jobs = []
+    for options in ("", *ABLATION_OPTIONS):
+        for method in ("qdrop", "aquant") if not options else ("aquant",):
+            for w_bits, a_bits in ABLATION_BITS:
+                expected = tuple(_rows(model=model, method=method, **({"options": options} if options else {}),
+                                       w_bits=w_bits, a_bits=a_bits, seed=ABLATION_SEED, iters=ABLATION_ITERS,
+                                       batch=ACCURACY_BATCH, num_calib=ACCURACY_NUM_CALIB, eval_set=name)
+                                 for name in evals)
+                jobs.append(Job(
+                    suite="ablation", name=f"{model} {method} W{w_bits}A{a_bits} {options or 'default'}",
+                    module="benchmarks.accuracy",
+                    argv=(*common, "--methods", method, "--bits", f"{w_bits}/{a_bits}",
+                          *(("--option", options) if options else ())),
+                    results="ablation.csv" if options else "accuracy.csv", expected=expected, resumable=True))
+    return jobs
+
+
 def speed_jobs() -> list[Job]:
     """Reconstruction-loop iterations/s per block, eager vs compiled (calib_speed.py defaults)."""
     blocks, engines, speed_iters = (1, 5, 9), ("eager", "compiled"), 100
@@ -139,7 +168,8 @@ def latency_jobs() -> list[Job]:
 
 def parity_jobs() -> list[Job]:
     """Torch simulation vs ORT custom op vs standard-op form (the settings of parity.md's rows)."""
-    plans = [("resnet20", "quadratic", "im2col", 50, 128), ("mobilenet_v2", "linear", "channel", 20, 64)]
+    plans = [("resnet20", "quadratic", "im2col", 50, 128), ("mobilenet_v2", "linear", "channel", 20, 64),
+             ("mobilenet_v2", "linear", "im2col", 20, 64)]
     return [Job(suite="parity", name=f"{model} {border} {granularity}", module="benchmarks.parity",
                 argv=("--model", model, "--border", border, "--granularity", granularity, "--iters", str(iters),
                       "--num-calib", str(num_calib)),
@@ -170,7 +200,7 @@ def ort_quantize_jobs() -> list[Job]:
 def suite_jobs(suite: str, iters: int = 2000, gpu_iters: int = 20000) -> list[Job]:
     """The jobs of ``suite`` (one of :data:`SUITES`), in the order they run."""
     builders: dict[str, Callable[[], list[Job]]] = {
-        "accuracy": lambda: accuracy_jobs(iters, gpu_iters), "speed": speed_jobs, "latency": latency_jobs,
+        "accuracy": lambda: accuracy_jobs(iters, gpu_iters), "ablation": ablation_jobs, "speed": speed_jobs, "latency": latency_jobs,
         "parity": parity_jobs, "ort-quantize": ort_quantize_jobs,
     }
     if suite not in builders:

@@ -62,6 +62,13 @@ def results(tmp_path: Path) -> Path:
         _latency("qdq_w4a4", 1, 1.5, "bbb"),  # latest qdq_w4a4 run, without an FP32 row of its own
     ])
     _write(folder / "model_size.csv", [{"model": "resnet20", "variant": "qdq_w4a4", "bytes": 250000}])
+    _write(folder / "ablation.csv", [
+        {**_accuracy("aquant", (2, 2), 1005, 2000, 60.50, 600), "options": "border=linear"},
+        {**_accuracy("aquant", (2, 2), 1006, 2000, 61.00, 600), "options": "border=linear"},  # a second run table
+    ])
+    _write(folder / "paper_ablation.csv", [
+        {"source": "paper Table 3", "model": "resnet18", "variant": variant, "w_bits": 2, "a_bits": 2, "top1": top1}
+        for variant, top1 in (("default", 60.31), ("border=linear", 59.14))])
     return folder
 
 
@@ -96,6 +103,13 @@ def test_report_tables_come_from_the_csvs(results: Path, readme: Path, tmp_path:
     # latency: latest row per variant; ratio only against the FP32 row of the same run
     assert "| resnet20 | qdq_w4a4 | 1.5 | – | 1.00 | 0.25 | 2 | bbb |" in lines
     assert "| resnet20 | aquant_channel | 3.0 | 1.50 | 3.00 | – | 2 | aaa |" in lines
+    # ablations: each variant against the default AQuant (and QDrop) of its own seed, the paper's below
+    seed_1005 = lines.index("**resnet20 on cifar10_test_9k**, seed 1005, 2000 it")
+    assert lines[seed_1005 + 2:seed_1005 + 7] == [
+        "| variant | W2A2 |", "|---|---|", "| aquant (default) | 62.00 |", "| border=linear | 60.50 (-1.50) |",
+        "| qdrop (no border) | 54.00 (-8.00) |"]
+    assert "| border=linear | 61.00 (-2.00) |" in lines  # seed 1006: default 63.00
+    assert "| paper: resnet18, border=linear | 59.14 (-1.17) |" in lines
 
 
 def test_report_writes_plots_linked_from_the_readme(results: Path, readme: Path, tmp_path: Path) -> None:

@@ -33,6 +33,20 @@ def test_accuracy_suite_is_the_published_table() -> None:
     assert all(job.expected[0]["iters"] == "5000" for job in jobs if job.gpu and "rtn" not in job.name)
 
 
+def test_ablation_suite_changes_one_option_per_row_beside_its_defaults() -> None:
+    jobs = suite_jobs("ablation")
+    defaults = [job for job in jobs if "--option" not in job.argv]
+    assert {(job.argv[job.argv.index("--methods") + 1], job.results) for job in defaults} == {
+        ("qdrop", "accuracy.csv"), ("aquant", "accuracy.csv")}
+    variants = [job for job in jobs if "--option" in job.argv]
+    assert len(variants) == 6 * 2 and all(job.results == "ablation.csv" for job in variants)
+    linear_w2a2 = next(job for job in variants if job.name == "resnet20 aquant W2A2 border=linear")
+    assert linear_w2a2.expected[0] == {"model": "resnet20", "method": "aquant", "options": "border=linear",
+                                       "w_bits": "2", "a_bits": "2", "seed": "1005", "iters": "500", "batch": "32",
+                                       "num_calib": "1000", "eval_set": "cifar10_test_9k"}
+    assert all(job.expected[0]["iters"] == defaults[0].expected[0]["iters"] for job in jobs)
+
+
 def test_unknown_suite_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown suite 'nope'"):
         suite_jobs("nope")
