@@ -124,6 +124,9 @@ class BorderConfig:
 @dataclass
 class ExportConfig:
     border_op: BorderOp = BorderOp.CUSTOM
+    # 1×1 integer-form layers after BorderRound as ConvInteger: faster on ORT's CPU EP; its CUDA EP
+    # has no ConvInteger kernel (the node would run on the CPU), so turn off for CUDA deployment.
+    conv_integer: bool = True
 
     def __post_init__(self) -> None:
         self.border_op = BorderOp(self.border_op)
@@ -188,6 +191,7 @@ NESTED_OPTIONS = {
     "border_granularity": ("border", "granularity"),
     "border_fusion": ("border", "fusion"),
     "border_op": ("export", "border_op"),
+    "conv_integer": ("export", "conv_integer"),
 }
 
 

@@ -115,7 +115,8 @@ def calibrate(
 def export(calibrated: Calibrated) -> onnx.ModelProto:
     """The quantized ONNX model of a finished calibration."""
     weights = {name: layer.weight_name for name, layer in calibrated.graph.layers.items()}
-    return export_model(calibrated.model, calibrated.params, weights, calibrated.config.export.border_op.value)
+    options = calibrated.config.export
+    return export_model(calibrated.model, calibrated.params, weights, options.border_op.value, options.conv_integer)
 
 
 def quantize(

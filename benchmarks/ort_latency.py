@@ -19,10 +19,11 @@ threads fixed to ``--threads``.
 ``--kernel`` adds the BorderRound kernel on a MobileNetV2-sized activation [N, 96, 112, 112]:
 GB/s of input read, next to QuantizeLinear on the same tensor (and, on CUDA, a torch
 device-to-device copy). ``--layer-forms`` times single layers (a ResNet-20 3x3 conv, a MobileNetV2
-1x1 and depthwise conv, 4-bit codes from QuantizeLinear + Clip) in three forms: ``qdq_w4a4``
-(DequantizeLinear → float Conv), ``integer_float_conv`` (the exporter's integer form: centred
-codes and weights → float Conv → Mul by s_x·s_w) and ``integer_convinteger`` (ConvInteger →
-Add int32 bias → Cast → Mul). ``--profile`` writes ORT profiles of each model cell and logs the op types
+1x1 and depthwise conv, the im2col form's 1x1 column convs of both, 4-bit codes from
+QuantizeLinear + Clip) in three forms: ``qdq_w4a4`` (DequantizeLinear → float Conv),
+``integer_float_conv`` (integer form on a float Conv: centred codes and weights → float Conv → Mul
+by s_x·s_w) and ``integer_convinteger`` (ConvInteger with uint8 weights w + 128 → Add int32 bias →
+Cast → Mul; the exporter's form for 1x1 layers). ``--profile`` writes ORT profiles of each model cell and logs the op types
 that take the most time. One CSV row per (model, variant, batch, provider) is appended to
 ``benchmarks/results/ort_latency.csv``; ``ort_latency.md`` is regenerated from it.
 """
@@ -71,8 +72,11 @@ DEFAULT_WORK_DIR = REPO_ROOT / "out" / "ort_latency"  # export cache (not commit
 KERNEL_MODEL = "kernel[N,96,112,112]"  # MobileNetV2's largest depthwise-conv input (block 2)
 KERNEL_CHANNELS, KERNEL_SIZE = 96, 112
 # layer-forms probe: name -> (in channels, size, out channels, kernel, group)
+# (the im2col form's column convs: ResNet-20's 3x3 on [N, 32·9, 16, 16], a depthwise 3x3 on [N, 96·9, 56, 56])
 LAYER_SHAPES = {"layer[N,32,16,16] conv3x3": (32, 16, 32, 3, 1), "layer[N,96,56,56] conv1x1": (96, 56, 24, 1, 1),
-                "layer[N,144,56,56] depthwise3x3": (144, 56, 144, 3, 144)}
+                "layer[N,144,56,56] depthwise3x3": (144, 56, 144, 3, 144),
+                "layer[N,288,16,16] im2col_columns": (288, 16, 32, 1, 1),
+                "layer[N,864,56,56] im2col_columns_depthwise": (864, 56, 96, 1, 96)}
 LAYER_FORMS = ("qdq_w4a4", "integer_float_conv", "integer_convinteger")
 
 
@@ -97,17 +101,20 @@ def _package_fingerprint() -> str:
     return digest.hexdigest()[:12]
 
 
-def build_models(model_key: str, variants: list[str], work_dir: Path, iters: int, num_calib: int) -> dict[str, Path]:
+def build_models(model_key: str, variants: list[str], work_dir: Path, iters: int, num_calib: int,
+                 provider: str = "cpu") -> dict[str, Path]:
     """Export every variant of ``model_key`` once into ``work_dir`` (cached across runs, keyed by
     the package's source so a changed exporter never reuses a stale graph).
 
-    Variants that differ only in ``border_op`` share one calibration.
+    Variants that differ only in ``border_op`` share one calibration. For the CUDA provider the
+    AQuant models are exported without ConvInteger (the CUDA EP has no kernel for it).
     """
     from aquant_onnx.config import BorderOp
     from aquant_onnx.pipeline import calibrate, export
 
     spec = MODELS[model_key]
-    out = work_dir / model_key / f"{_package_fingerprint()}_i{iters}_n{num_calib}"
+    suffix = "" if provider == "cpu" else f"_{provider}"
+    out = work_dir / model_key / f"{_package_fingerprint()}_i{iters}_n{num_calib}{suffix}"
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     calibrated_by_options: dict[str, Any] = {}
@@ -128,6 +135,7 @@ def build_models(model_key: str, variants: list[str], work_dir: Path, iters: int
                                                    **calib_options)
         calibrated = calibrated_by_options[key]
         calibrated.config.export.border_op = BorderOp(options.get("border_op", "custom"))
+        calibrated.config.export.conv_integer = provider == "cpu"
         onnx.save(export(calibrated), str(path))
     return paths
 
@@ -326,9 +334,10 @@ def _layer_model(shape_name: str, form: str, batch: int) -> bytes:
     conv = {"kernel_shape": [kernel, kernel], "pads": [kernel // 2] * 4, "group": group}
     nodes = [helper.make_node("QuantizeLinear", ["x", "scale", "zero_point"], ["q"]),
              helper.make_node("Clip", ["q", "qmin", "qmax"], ["codes"])]
-    if form == "integer_convinteger":
-        values.update(bias=np.zeros((out_channels, 1, 1), np.int32))
-        nodes += [helper.make_node("ConvInteger", ["codes", "weight", "zero_point"], ["acc"], **conv),
+    if form == "integer_convinteger":  # the exporter's: uint8 weights w + 128, zero point 128
+        values.update(bias=np.zeros((out_channels, 1, 1), np.int32), weight_zero_point=np.array(128, np.uint8),
+                      weight=(weight.astype(np.int16) + 128).astype(np.uint8))
+        nodes += [helper.make_node("ConvInteger", ["codes", "weight", "zero_point", "weight_zero_point"], ["acc"], **conv),
                   helper.make_node("Add", ["acc", "bias"], ["acc_bias"]),
                   helper.make_node("Cast", ["acc_bias"], ["acc_float"], to=TensorProto.FLOAT),
                   helper.make_node("Mul", ["acc_float", "output_scale"], ["y"])]
@@ -448,7 +457,7 @@ def measure_models(args: argparse.Namespace, done: set[tuple]) -> list[dict]:
                    if (model_key, v, str(b), args.provider) not in done]
         if not pending and not args.profile:
             continue
-        paths = build_models(model_key, variants, Path(args.work_dir), args.iters, args.num_calib)
+        paths = build_models(model_key, variants, Path(args.work_dir), args.iters, args.num_calib, args.provider)
         for batch in args.batches:  # the variants of one batch size are timed together
             calls = {}
             for variant in [v for v, b in pending if b == batch]:

@@ -94,7 +94,7 @@ def _attach_borders(graph: TorchGraph, im2col: bool) -> None:
         layer.input_quantizer = quantizer
 
 
-def _export_both_forms(im2col: bool, quantize_model_input: bool = True) -> dict:
+def _export_both_forms(im2col: bool, quantize_model_input: bool = True, conv_integer: bool = True) -> dict:
     """Torch simulation (layer outputs, codes) and both exported models on one batch."""
     try:
         library.library_path()
@@ -129,7 +129,7 @@ def _export_both_forms(im2col: bool, quantize_model_input: bool = True) -> dict:
     results = {"torch_y": torch_y, "torch_codes": torch_codes, "torch_outputs": outputs, "x": x, "source": model,
                "opsets": opsets_before, "params": params, "weights": weights}
     for op in ("custom", "onnx"):
-        out = export_model(model, params, weights, border_op=op)
+        out = export_model(model, params, weights, border_op=op, conv_integer=conv_integer)
         probe = onnx.ModelProto()
         probe.CopyFrom(out)
         for name in LAYERS[:-1]:
@@ -155,6 +155,12 @@ def exported_channel() -> dict:
 
 
 @pytest.fixture(scope="module")
+def exported_float_conv() -> dict:
+    """Without ConvInteger: every conv is a float Conv on centred codes (the CUDA-EP export)."""
+    return _export_both_forms(im2col=True, conv_integer=False)
+
+
+@pytest.fixture(scope="module")
 def exported_float_input() -> dict:
     """The model input stays float (the default): conv_a computes on two fixed-point pieces of it."""
     return _export_both_forms(im2col=True, quantize_model_input=False)
@@ -172,12 +178,12 @@ def test_custom_op_model_matches_torch_simulation(exported):
     assert custom["codes"]["conv_b"].max() == 15 and custom["codes"]["conv_b"].min() == 0
 
 
-@pytest.mark.parametrize("form", ["exported", "exported_channel", "exported_float_input"])
+@pytest.mark.parametrize("form", ["exported", "exported_channel", "exported_float_conv", "exported_float_input"])
 @pytest.mark.parametrize("op", ["custom", "onnx"])
 def test_every_layer_output_equals_the_simulation_bit_for_bit(form, op, request):
     """im2col 3x3 (plain, grouped stride 2, depthwise), element-wise 3x3/depthwise/1x1, Gemm and
-    a float-input 3x3: both sides sum integers exactly and round the rest in the same order, so
-    no summation order can tell them apart."""
+    a float-input 3x3, with and without ConvInteger: both sides sum integers exactly and round the
+    rest in the same order, so no summation order can tell them apart."""
     results = request.getfixturevalue(form)
     nodes = {node.name: node for node in results[op]["model"].graph.node}
     for name in LAYERS:
@@ -211,16 +217,24 @@ def test_exported_graph_is_valid_and_named(exported, op):
         coeffs = inits[f"{name}{BORDER_COEFFS_SUFFIX}"]
         assert coeffs.shape[0] == (2 if name == "conv_d" else 3)
         assert all(node.startswith(name) for node in nodes if f"{name}." in node)
-    for name in IM2COL_LAYERS:  # the Conv keeps its name and becomes 1x1 on the columns
+    for name in IM2COL_LAYERS:  # the Conv keeps its name and becomes 1x1 on the columns: a ConvInteger,
+        # except conv_a, whose 8-bit first-layer weights centred (w − z_w) leave uint8's range
         attrs = {a.name: helper.get_attribute_value(a) for a in nodes[name].attribute}
-        assert nodes[name].op_type == "Conv" and attrs["kernel_shape"] == [1, 1] and attrs["pads"] == [0, 0, 0, 0]
+        assert nodes[name].op_type == ("Conv" if name == "conv_a" else "ConvInteger") and attrs["kernel_shape"] == [1, 1]
+        assert attrs["pads"] == [0, 0, 0, 0] and attrs["group"] == {"conv_b": 2, "conv_c": 8}.get(name, 1)
+        assert nodes[name].output[0] == f"{name}.accumulator"
         assert inits[f"{name}{BORDER_COEFFS_SUFFIX}"].size == 3 * (4 if name == "conv_a" else 8) * 9
-    assert nodes["conv_d"].op_type == "Conv" and nodes["fc"].op_type == "Gemm"
-    # integer form: unit scales (weights only cast and centred), s_x·s_w after the layer
-    assert nodes["conv_b.weight_Cast"].op_type == "Cast" and "conv_b.weight_Mul" not in nodes
-    assert inits["conv_b.input_unit_scale"] == 1.0
+    assert nodes["conv_b"].input[0] == "conv_b.input_columns"  # the codes themselves, no DequantizeLinear
+    assert nodes["conv_d"].op_type == "ConvInteger" and nodes["fc"].op_type == "Gemm"
+    # ConvInteger weights: w − z_w + 128 as uint8 in the columns' order, zero point 128
+    weight = exported["params"].layers["conv_b"].weight
+    centred = weight.int_values.astype(np.int64) - weight.zero_point.astype(np.int64).reshape(-1, 1, 1, 1)
+    np.testing.assert_array_equal(inits["conv_b.weight_quantized"], (centred + 128).reshape(8, 36, 1, 1))
+    assert inits["conv_b.weight_quantized"].dtype == np.uint8 and inits["conv_b.weight_zero_point"] == 128
+    # s_x·s_w after the int32 sums, bias added to them in float
     np.testing.assert_array_equal(inits["conv_b.output_scale"].reshape(-1),
-                                  np.float32(inits["conv_b.input_scale"]) * exported["params"].layers["conv_b"].weight.scale)
+                                  np.float32(inits["conv_b.input_scale"]) * weight.scale)
+    assert [nodes[n].op_type for n in ("conv_b.accumulator_float", "conv_b.accumulator_bias")] == ["Cast", "Add"]
     # downstream nodes read the original tensor names
     assert nodes["conv_b.rescale"].output[0] == "b" and nodes["conv_b_relu"].input[0] == "b"
     border_nodes = [n for n in model.graph.node if n.op_type == "BorderRound"]
@@ -233,6 +247,19 @@ def test_exported_graph_is_valid_and_named(exported, op):
         assert {a.name: helper.get_attribute_value(a) for a in by_layer["conv_b"].attribute}["strides"] == [2, 2]
     else:
         assert not border_nodes and all(d.domain in ("", "ai.onnx") for d in model.opset_import)
+
+
+def test_without_conv_integer_every_conv_is_float_on_centred_codes(exported_float_conv):
+    model = exported_float_conv["custom"]["model"]
+    nodes = {node.name: node for node in model.graph.node}
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert {nodes[name].op_type for name in LAYERS} == {"Conv", "Gemm"}
+    # integer form: unit scales (weights only cast and centred), s_x·s_w after the layer
+    assert nodes["conv_b.weight_Cast"].op_type == "Cast" and "conv_b.weight_Mul" not in nodes
+    assert inits["conv_b.input_unit_scale"] == 1.0
+    weight_scale = exported_float_conv["params"].layers["conv_b"].weight.scale
+    np.testing.assert_array_equal(inits["conv_b.output_scale"].reshape(-1),
+                                  np.float32(inits["conv_b.input_scale"]) * weight_scale)
 
 
 def test_export_leaves_the_float_model_unchanged(exported):
@@ -278,19 +305,19 @@ def test_inspect_reports_borders_of_both_forms(exported, tmp_path):
         onnx.save(exported[op]["model"], path)
         reports[op] = {row.name: (row.op_type, row.a_bits, row.border) for row in inspect_model(path).layers}
     assert reports["custom"] == reports["onnx"]
-    assert reports["custom"]["conv_b"] == ("Conv", 4, "[3, 72] im2col")
-    assert reports["custom"]["conv_d"] == ("Conv", 4, "[2, 8] element-wise")
+    assert reports["custom"]["conv_b"] == ("ConvInteger", 4, "[3, 72] im2col")
+    assert reports["custom"]["conv_d"] == ("ConvInteger", 4, "[2, 8] element-wise")
     assert reports["custom"]["fc"] == ("Gemm", 8, "[3, 6] element-wise")
 
 
-def test_onnx_runtime_folds_the_weights_of_bordered_layers(exported, tmp_path):
+def test_onnx_runtime_folds_the_weights_of_bordered_layers(exported_float_conv, tmp_path):
     """Weights and biases of layers fed by BorderRound reach ORT's optimized graph as float
     initializers (prepacked, NCHWc-eligible); only the activations' DequantizeLinears remain,
     and the rescale Mul is not folded into the (integer) weights."""
     options = ort.SessionOptions()
     options.register_custom_ops_library(str(library.library_path()))
     options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    ort.InferenceSession(exported["custom"]["model"].SerializeToString(), options, providers=["CPUExecutionProvider"])
+    ort.InferenceSession(exported_float_conv["custom"]["model"].SerializeToString(), options, providers=["CPUExecutionProvider"])
     optimized = onnx.load(str(tmp_path / "optimized.onnx"))
     initializers = {t.name for t in optimized.graph.initializer}
     dequantized = [n for n in optimized.graph.node if n.op_type == "DequantizeLinear"]

@@ -23,6 +23,11 @@ the simulation agree bit for bit whatever their summation order::
 Weights and bias are dequantized by constant Cast/Sub/Mul chains, not DequantizeLinear, so
 ONNX Runtime folds them at load and the layer runs as a prepacked float convolution
 (:func:`.qdq.quantize_weight`).
+A 1×1 Conv in integer form (the im2col form's column conv, a pointwise conv) on unsigned codes
+runs on the codes directly, no DequantizeLinear (``export.conv_integer``, default on)::
+
+    codes, W_uint8 (w − z_w + 128) → ConvInteger(z_x, 128) → <layer>.accumulator (int32) → Cast
+        → [Add(<layer>.bias_channels)] → Mul(<layer>.output_scale) → Y
 
 Other layers (accumulator beyond 2^24, a float bias off the accumulator grid, Gemm alpha ≠ 1,
 ConvTranspose) keep the float form: the same nodes with the real scales and no Mul.
@@ -44,7 +49,8 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ..errors import ExportError
-from .exact import Emitter, accumulates_integers, channel_shape, exact_accumulator, rescale_output
+from .exact import (Emitter, accumulates_integers, channel_shape, conv_integer_layer, exact_accumulator,
+                    rescale_output, runs_on_conv_integer)
 from .params import ActivationParams, BorderParams, LayerParams
 from .qdq import dequantize_codes, quantize_bias, quantize_weight
 
@@ -79,12 +85,13 @@ class _ConvWindows:
 
 
 def quantize_layer_with_border(graph: gs.Graph, node: gs.Node, activation_index: int, weight_index: int,
-                               layer: LayerParams, border_op: str) -> None:
+                               layer: LayerParams, border_op: str, conv_integer: bool = True) -> None:
     """Rewrite ``node`` for its learned border (DESIGN §4): int weight and bias, the input
     rounded by the border, and, in the integer form, the output rescaled by s_x·s_w.
 
     The im2col form turns ``node`` into a 1×1 Conv on the columns in place (same name and
-    output tensor), so downstream nodes are untouched.
+    output tensor), so downstream nodes are untouched. With ``conv_integer`` an integer-form 1×1
+    Conv becomes ``ConvInteger`` on the codes where it can (:func:`.exact.runs_on_conv_integer`).
 
     Raises:
         ExportError: unknown ``border_op``, a border without an activation grid, or an im2col
@@ -94,14 +101,16 @@ def quantize_layer_with_border(graph: gs.Graph, node: gs.Node, activation_index:
         raise ExportError(f"Unknown --border-op {border_op!r} for node '{node.name}'; choose custom or onnx.")
     if layer.activation is None or layer.border is None:
         raise ExportError(f"Node '{node.name}' has a border function but no activation grid; this is a bug.")
+    activation, border = layer.activation, layer.border
     integer = accumulates_integers(node, layer)
+    windows = _conv_windows(node, border) if border.im2col else None
+    on_conv_integer = conv_integer and integer and runs_on_conv_integer(node, layer, im2col=windows is not None)
     unit = (lambda grid: replace(grid, scale=np.ones_like(grid.scale))) if integer else (lambda grid: grid)
-    if layer.weight is not None:
+    if layer.weight is not None and not on_conv_integer:
         quantize_weight(graph, node, weight_index, unit(layer.weight), foldable=True)
-    if layer.bias is not None:
+    if layer.bias is not None and not on_conv_integer:
         quantize_bias(graph, node, unit(layer.bias), foldable=True)
     emit = Emitter(graph, node.name)
-    activation, border = layer.activation, layer.border
     code_dtype = np.int8 if activation.signed else np.uint8
     scale = emit.constant("input_scale", np.array(activation.scale, dtype=np.float32))
     zero_point = emit.constant("input_zero_point", np.array(activation.zero_point, dtype=code_dtype))
@@ -109,7 +118,6 @@ def quantize_layer_with_border(graph: gs.Graph, node: gs.Node, activation_index:
     code_scale = emit.constant("input_unit_scale", np.array(1.0, np.float32)) if integer else scale
     codes = gs.Variable(f"{node.name}.input_quantized", dtype=code_dtype)
     source = node.inputs[activation_index]
-    windows = _conv_windows(node, border) if border.im2col else None
     if border_op == "custom":
         _border_round_node(emit, source, scale, zero_point, border, activation, codes, windows)
     elif windows is not None:
@@ -119,12 +127,15 @@ def quantize_layer_with_border(graph: gs.Graph, node: gs.Node, activation_index:
     if windows is not None:
         codes = emit.reshape("input_columns", codes, [0, windows.in_channels * windows.taps, *windows.output_size],
                              dtype=code_dtype)
-        _conv_on_columns(emit, node, windows)
+        _conv_on_columns(emit, node, windows, reshape_weight=not on_conv_integer)
+    output_scale = np.float32(activation.scale) * layer.weight.scale.astype(np.float32) if integer else None
+    if on_conv_integer:
+        conv_integer_layer(emit, node, codes, zero_point, layer, output_scale)
+        return
     node.inputs[0 if windows is not None else activation_index] = dequantize_codes(
         graph, node.name, codes, code_scale, zero_point)
     if integer:
-        rescale_output(emit, node, channel_shape(node, weight_index, layer.weight.int_values.ndim),
-                       np.float32(activation.scale) * layer.weight.scale.astype(np.float32),
+        rescale_output(emit, node, channel_shape(node, weight_index, layer.weight.int_values.ndim), output_scale,
                        bias_after=layer.bias is not None and not exact_accumulator(layer, with_bias=True))
 
 
@@ -200,11 +211,13 @@ def _resolved_pads(node: gs.Node, kernel: tuple, strides: tuple, dilations: tupl
     return (begin[0], begin[1], end[0], end[1])
 
 
-def _conv_on_columns(emit: Emitter, node: gs.Node, windows: _ConvWindows) -> None:
+def _conv_on_columns(emit: Emitter, node: gs.Node, windows: _ConvWindows, reshape_weight: bool) -> None:
     """Turn the Conv into a 1×1 Conv (same group) on the columns viewed as [N, C·kh·kw, OH, OW]:
-    weight [OC, C/g, kh, kw] → [OC, C/g·kh·kw, 1, 1], whose input channel order is the columns' row order."""
+    weight [OC, C/g, kh, kw] → [OC, C/g·kh·kw, 1, 1], whose input channel order is the columns' row
+    order (``reshape_weight``; a ConvInteger gets its weight in that shape from the start)."""
     group_rows = windows.in_channels // windows.group * windows.taps
-    node.inputs[1] = emit.reshape("im2col_weight", node.inputs[1], [windows.out_channels, group_rows, 1, 1])
+    if reshape_weight:
+        node.inputs[1] = emit.reshape("im2col_weight", node.inputs[1], [windows.out_channels, group_rows, 1, 1])
     node.attrs = {"group": windows.group, "kernel_shape": [1, 1], "strides": [1, 1], "pads": [0, 0, 0, 0],
                   "dilations": [1, 1]}
 

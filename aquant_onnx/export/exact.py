@@ -14,9 +14,13 @@ simulation's two fixed-point pieces, each feeding a copy of the layer::
 
 with weights int8 → DequantizeLinear(scale 1, z_w), one per copy.
 
-Every sum is exact in float32, so MLAS's float kernels stay in use: ONNX Runtime 1.32's CPU
-ConvInteger and MatMulInteger are 2–8× slower on the same layers (``benchmarks.ort_latency
---layer-forms``), and ConvInteger has no per-channel weight zero point.
+Every sum is exact in float32, so MLAS's float kernels can be used: k×k convolutions stay float
+(ORT's NCHWc kernels beat its ConvInteger there). A 1×1 integer-form Conv on unsigned codes (the
+im2col form's column conv, a pointwise conv) instead becomes ``ConvInteger`` (:func:`conv_integer_layer`)
+when the export asks for it: ORT's CPU ConvInteger with uint8 weights runs MLAS's u8×u8 GEMM,
+1.4–3.4× faster than DequantizeLinear → float Conv on the same codes (``benchmarks.ort_latency
+--layer-forms``), and the int32 sums are exact by construction. ORT's CUDA EP has no ConvInteger
+kernel (it would run on the CPU), so CUDA deployments export without it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
 from ..accumulator import code_magnitude, exact_in_float32, float_input_grids, grid_rounding_offset
@@ -31,6 +36,9 @@ from .params import LayerParams, WeightParams
 from .qdq import quantize_weight
 
 FINE_PIECE_SUFFIX = ".fine"  # the float-input layer's copy that takes the fine piece
+# ConvInteger weights are stored as w − z_w + 128 with zero point 128: ORT's CPU ConvInteger has
+# no per-channel weight zero point, and uint8 weights take MLAS's fast u8×u8 path (int8 a slow one).
+CONV_INTEGER_WEIGHT_OFFSET = 128
 
 
 class Emitter:
@@ -100,6 +108,44 @@ def rescale_output(emit: Emitter, node: gs.Node, channel_shape: list[int], outpu
         y = emit.op("Add", "accumulator_bias", [y, emit.reshape("bias_channels", bias, channel_shape)])
     scale = emit.constant("output_scale", output_scale.reshape(channel_shape))
     emit.op("Mul", "rescale", [scale, y], output=output)
+
+
+def runs_on_conv_integer(node: gs.Node, layer: LayerParams, im2col: bool) -> bool:
+    """Whether an integer-form ``node`` can run as a 1×1 ``ConvInteger``: a 2-D Conv that is 1×1
+    itself or through the im2col form, unsigned input codes, centred weights within uint8 around
+    :data:`CONV_INTEGER_WEIGHT_OFFSET`."""
+    if node.op != "Conv" or layer.activation is None or layer.activation.signed or layer.weight is None:
+        return False
+    shape = layer.weight.int_values.shape
+    if len(shape) != 4 or layer.weight.axis != 0 or (not im2col and tuple(shape[2:]) != (1, 1)):
+        return False
+    centred = _centred_weight(layer.weight) + CONV_INTEGER_WEIGHT_OFFSET
+    return bool(centred.min() >= 0 and centred.max() <= 255)
+
+
+def conv_integer_layer(emit: Emitter, node: gs.Node, codes: gs.Tensor, zero_point: gs.Constant, layer: LayerParams,
+                       output_scale: np.ndarray) -> None:
+    """Rewrite the 1×1 ``node`` (precondition: :func:`runs_on_conv_integer`; attributes already
+    those of the 1×1 Conv) in place::
+
+        codes, <layer>.weight_quantized (w − z_w + 128, [OC, C/g·kh·kw, 1, 1]) → ConvInteger
+        → <layer>.accumulator (int32) → Cast → [Add <layer>.bias_channels] → Mul(<layer>.output_scale) → Y
+
+    The Add in float32 is the float form's arithmetic in both of its cases: exact where the
+    biased sums stay within float32's integers, else the simulation's single rounding."""
+    weight = _centred_weight(layer.weight) + CONV_INTEGER_WEIGHT_OFFSET
+    out_channels = weight.shape[0]
+    output = node.outputs[0]
+    node.op = "ConvInteger"
+    node.inputs = [codes, emit.constant("weight_quantized", weight.astype(np.uint8).reshape(out_channels, -1, 1, 1)),
+                   zero_point, emit.constant("weight_zero_point", np.array(CONV_INTEGER_WEIGHT_OFFSET, np.uint8))]
+    node.outputs = [gs.Variable(f"{node.name}.accumulator", dtype=np.int32)]
+    y = emit.op("Cast", "accumulator_float", [node.outputs[0]], {"to": onnx.TensorProto.FLOAT})
+    shape = [1, -1, 1, 1]
+    if layer.bias is not None:
+        bias = emit.constant("bias_channels", layer.bias.int_values.astype(np.float32).reshape(shape))
+        y = emit.op("Add", "accumulator_bias", [y, bias])
+    emit.op("Mul", "rescale", [emit.constant("output_scale", output_scale.reshape(shape)), y], output=output)
 
 
 def splits_float_input(node: gs.Node, layer: LayerParams) -> bool:

@@ -22,6 +22,7 @@ from .border import BORDER_COEFFS_SUFFIX, BORDER_ROUND_SUFFIX, BORDER_UNFOLD_SUF
 from .exact import FINE_PIECE_SUFFIX
 
 LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+INTEGER_LAYER_OPS = ("ConvInteger",)  # codes and uint8 weights (w − z_w + 128) in, int32 out
 WEIGHT_CHAIN_OPS = ("DequantizeLinear", "Cast", "Sub", "Mul")  # int weight → float weight
 
 
@@ -80,12 +81,16 @@ def _integer_weight(producers: dict[str, onnx.NodeProto], inits: dict[str, np.nd
     return None
 
 
-def _codes_bits(producers: dict[str, onnx.NodeProto], inits: dict[str, np.ndarray], tensor: str) -> int | None:
-    """Bits of the activation codes feeding ``tensor``'s DequantizeLinear, if any."""
-    dq = producers.get(_before_reshape(producers, tensor))
-    if dq is None or dq.op_type != "DequantizeLinear":
-        return None
-    codes = producers.get(dq.input[0])
+def _codes_bits(producers: dict[str, onnx.NodeProto], inits: dict[str, np.ndarray], tensor: str,
+                codes_in: bool = False) -> int | None:
+    """Bits of the activation codes feeding ``tensor``'s DequantizeLinear, if any; ``codes_in``:
+    ``tensor`` is the codes themselves (an integer layer's input)."""
+    codes = producers.get(tensor)
+    if not codes_in:
+        dq = producers.get(_before_reshape(producers, tensor))
+        if dq is None or dq.op_type != "DequantizeLinear":
+            return None
+        codes = producers.get(dq.input[0])
     while codes is not None and codes.op_type in ("Reshape", "Cast", "Where"):  # BorderRound as standard ops
         codes = producers.get(codes.input[2 if codes.op_type == "Where" else 0])
     if codes is not None and codes.op_type == "Clip" and len(codes.input) == 3 and codes.input[2] in inits:
@@ -110,6 +115,14 @@ def inspect_model(path: str | os.PathLike) -> ModelReport:
         if node.op_type in WEIGHT_CHAIN_OPS + ("Reshape",) and all(i in constants for i in node.input if i):
             constants.add(node.output[0])
     for node in model.graph.node:
+        if node.op_type in INTEGER_LAYER_OPS and len(node.input) > 1 and node.input[1] in inits:
+            values = inits[node.input[1]]
+            w_bits = recorded.get(node.name, {}).get("w_bits") or _bits_of_span(values)
+            a_bits = _codes_bits(producers, inits, node.input[0], codes_in=True)
+            count = int(values.size)
+            report.layers.append(LayerRow(node.name, node.op_type, w_bits, a_bits, count, 4 * count,
+                                          -(-count * w_bits // 8)))
+            continue
         if node.op_type not in LAYER_OPS or not is_quantizable(node, constants) or \
                 node.name.endswith((BORDER_UNFOLD_SUFFIX, FINE_PIECE_SUFFIX)):  # parts of another layer
             continue

@@ -58,10 +58,12 @@ def export_model(
     params: QuantizedModelParams,
     weight_names: dict[str, str],
     border_op: str = "custom",
+    conv_integer: bool = True,
 ) -> onnx.ModelProto:
     """Rewrite ``model`` (the canonical float graph) with the learned ``params``.
 
-    ``weight_names`` maps each quantized node name to the name of its weight tensor.
+    ``weight_names`` maps each quantized node name to the name of its weight tensor;
+    ``border_op`` and ``conv_integer`` are :class:`aquant_onnx.config.ExportConfig`'s fields.
     Returns a checked ModelProto with ir_version <= 10 and the metadata in ``params``.
     """
     # A copy, as graphsurgeon shares opset_import with its source; without the large weights,
@@ -77,7 +79,8 @@ def export_model(
         node = nodes[name]
         activation_index, weight_index = _input_indices(node, weight_names[name])
         if layer.border is not None:
-            quantize_layer_with_border(graph, node, activation_index, weight_index, layer, border_op)
+            quantize_layer_with_border(graph, node, activation_index, weight_index, layer, border_op,
+                                       conv_integer)
             continue
         if exact_model and splits_float_input(node, layer):
             quantize_float_input_layer(graph, node, activation_index, weight_index, layer)
