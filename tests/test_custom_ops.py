@@ -6,6 +6,7 @@ seconds) unless $AQUANT_ONNX_OPS_LIBRARY names one to test instead (e.g. an inst
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 
@@ -13,7 +14,7 @@ import numpy as np
 import onnx
 import pytest
 from border_reference import border_round_elementwise, border_round_im2col
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from aquant_onnx.errors import RuntimeLibraryError
 from aquant_onnx.runtime import library
@@ -290,3 +291,19 @@ def test_uses_aquant_ops_detects_domain():
 
     assert uses_aquant_ops(make_border_model({}))
     assert not uses_aquant_ops(onnx.helper.make_model(onnx.helper.make_graph([], "empty", [], []), ir_version=10))
+
+
+def test_cuda_session_warns_that_conv_integer_runs_on_the_cpu(caplog):
+    from aquant_onnx.runtime.session import uses_conv_integer
+
+    node = helper.make_node("ConvInteger", ["x", "w"], ["y"])
+    graph = helper.make_graph([node], "conv_integer", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 2, 3, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT32, None)],
+                              [numpy_helper.from_array(np.ones((4, 2, 1, 1), np.uint8), "w")])
+    model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
+    assert uses_conv_integer(model) and not uses_conv_integer(make_border_model({}))
+    with caplog.at_level(logging.WARNING, logger="aquant_onnx.runtime.session"):
+        session(model.SerializeToString(), providers="cpu")
+        assert not caplog.records
+        session(model.SerializeToString(), providers="cuda")  # CPU-only ORT falls back; the warning comes first
+    assert any("--no-conv-integer" in record.getMessage() for record in caplog.records)

@@ -7,6 +7,7 @@ the exporter writes runs; a model that uses ``com.aquant`` ops without a library
 CUDA with a CPU-only library: ORT assigns BorderRound to the CPU EP (with device copies around
 it) and the rest of the graph to CUDA. The codes are identical, only slower, so this warns
 instead of failing: a wheel built on a machine without nvcc still runs every model on a GPU.
+Likewise for ConvInteger layers (exported by default for the CPU EP), which the CUDA EP lacks.
 """
 
 from __future__ import annotations
@@ -24,18 +25,32 @@ PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvide
 AQUANT_DOMAIN = "com.aquant"
 
 
-def uses_aquant_ops(model: Any) -> bool:
-    """Whether ``model`` (path, serialized bytes or ModelProto) imports or uses the ``com.aquant`` domain."""
+def _proto(model: Any) -> Any:
+    """``model`` (path, serialized bytes or ModelProto) as a ModelProto, without external data."""
     import onnx
 
     if isinstance(model, (str, Path)):
-        model = onnx.load(str(model), load_external_data=False)
-    elif isinstance(model, bytes):
-        model = onnx.load_from_string(model)
+        return onnx.load(str(model), load_external_data=False)
+    if isinstance(model, bytes):
+        return onnx.load_from_string(model)
+    return model
+
+
+def _nodes(model: Any) -> list[Any]:
+    return list(model.graph.node) + [node for function in model.functions for node in function.node]
+
+
+def uses_aquant_ops(model: Any) -> bool:
+    """Whether ``model`` (path, serialized bytes or ModelProto) imports or uses the ``com.aquant`` domain."""
+    model = _proto(model)
     if any(opset.domain == AQUANT_DOMAIN for opset in model.opset_import):
         return True
-    nodes = list(model.graph.node) + [node for function in model.functions for node in function.node]
-    return any(node.domain == AQUANT_DOMAIN for node in nodes)
+    return any(node.domain == AQUANT_DOMAIN for node in _nodes(model))
+
+
+def uses_conv_integer(model: Any) -> bool:
+    """Whether ``model`` has ConvInteger nodes (no kernel in ONNX Runtime's CUDA EP)."""
+    return any(node.op_type == "ConvInteger" and node.domain in ("", "ai.onnx") for node in _nodes(_proto(model)))
 
 
 def _provider_name(provider: Any) -> str:
@@ -76,6 +91,9 @@ def session(
     if exact_int8:
         options.add_session_config_entry("session.x64quantprecision", "1")
     _register_library(options, model, providers)
+    if any(_provider_name(p) == "CUDAExecutionProvider" for p in providers) and uses_conv_integer(model):
+        logger.warning("the model has ConvInteger layers, which ONNX Runtime's CUDA EP runs on the CPU; "
+                       "for CUDA, re-export with --no-conv-integer.")
     source = str(model) if isinstance(model, Path) else model
     return ort.InferenceSession(source, sess_options=options, providers=providers)
 
