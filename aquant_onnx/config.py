@@ -114,6 +114,8 @@ class BorderConfig:
     shape: BorderShape | None = None
     granularity: BorderGranularity = BorderGranularity.IM2COL
     fusion: bool = True
+    # Straight-through gradient to x and s: ∂code/∂v = 1 (default) or 1 − ∂B/∂v (the border's slope).
+    grad_through_border: bool = False
 
     def __post_init__(self) -> None:
         if self.shape is not None:
@@ -190,6 +192,7 @@ NESTED_OPTIONS = {
     "border": ("border", "shape"),
     "border_granularity": ("border", "granularity"),
     "border_fusion": ("border", "fusion"),
+    "grad_through_border": ("border", "grad_through_border"),
     "border_op": ("export", "border_op"),
     "conv_integer": ("export", "conv_integer"),
 }

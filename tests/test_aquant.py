@@ -87,3 +87,16 @@ def test_linear_border_chosen_for_depthwise_models():
     assert isinstance(border, BorderQuantizer) and border.coeffs.shape == (2, 4 * 9)  # linear, per im2col row
     pointwise = calibrated.graph.layers["pw"].input_quantizer
     assert not pointwise.unfolds_input and pointwise.coeffs.shape == (2, 4)  # 1x1: element-wise, per channel
+
+
+def test_gradient_through_border_option_changes_training():
+    """``grad_through_border``: ∂code/∂v = 1 − ∂B/∂v reaches x and s, so the same seed learns other borders."""
+    model = tiny_resnet()
+    data = _data(model, 16)
+    runs = {flag: calibrate(model, data, method="aquant", iters=10, num_calib=16, batch_size=8, grad_through_border=flag)
+            for flag in (False, True)}
+    borders = {flag: {n: l.input_quantizer for n, l in run.graph.layers.items()
+                      if isinstance(l.input_quantizer, BorderQuantizer)} for flag, run in runs.items()}
+    assert borders[True] and all(q.grad_through_border for q in borders[True].values())
+    assert not any(q.grad_through_border for q in borders[False].values())
+    assert any(not torch.equal(borders[True][n].scale, borders[False][n].scale) for n in borders[True])

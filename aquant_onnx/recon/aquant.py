@@ -41,12 +41,14 @@ def make_border_quantizer(
         quantizer = BorderQuantizer(
             channels, shape, plain.bits, kernel=tuple(layer.kernel_shape), strides=tuple(layer.strides),
             pads=tuple(layer.pads), dilations=tuple(layer.dilations), fuse=config.border.fusion, signed=plain.signed,
+            grad_through_border=config.border.grad_through_border,
         )
     else:
         axis = -1 if layer.op_type == "MatMul" else 1
         if layer.op_type == "ConvTranspose":
             channels = layer.weight.shape[0]
-        quantizer = BorderQuantizer(channels, shape, plain.bits, axis=axis, signed=plain.signed)
+        quantizer = BorderQuantizer(channels, shape, plain.bits, axis=axis, signed=plain.signed,
+                                    grad_through_border=config.border.grad_through_border)
     return quantizer.init_from(plain.step_size().detach(), plain.zero_point)
 
 
