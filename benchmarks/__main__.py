@@ -4,12 +4,14 @@
         [--max-minutes 10] [--dry-run] [--include-gpu-jobs] [--iters 2000] [--gpu-iters 20000] [--match TEXT]
     python -m benchmarks report [--results DIR] [--readme README.md] [--docs docs] [--no-plots]
 
-``run`` calls the suite's jobs (``benchmarks/suite.py``) one after another in this process and
-stops starting new ones once ``--max-minutes`` have passed, printing what is left; a running job
-is not interrupted. With ``--resume`` jobs whose result rows all exist are skipped and resumable
-modules redo only missing rows (accuracy runs also continue from their reconstruction
-checkpoints), so a long suite is filled by repeating the same command. GPU jobs (ImageNet models)
-are skipped without CUDA unless ``--include-gpu-jobs``. Exit status 1 when a job failed.
+``run`` calls the suite's jobs (``benchmarks/suite.py``) one after another, each as
+``python -m <module>`` in a child process, and keeps the whole call within ``--max-minutes``: no
+job starts after it, and a job still running then gets Ctrl-C (SIGINT; killed if it has not
+exited ``GRACE_SECONDS`` later), printing what is left. With ``--resume`` jobs whose result rows
+all exist are skipped and resumable modules redo only missing rows (accuracy runs continue from
+the reconstruction checkpoint written after every block), so a long suite is filled by
+repeating the same command in slices. GPU jobs (ImageNet models) are skipped without CUDA
+unless ``--include-gpu-jobs``. Exit status 1 when a job failed.
 
 ``report`` regenerates the README results section and the plots in ``docs/`` from the result
 CSVs (see ``benchmarks/report.py``).
@@ -18,13 +20,12 @@ CSVs (see ``benchmarks/report.py``).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib
 import logging
+import signal
+import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Iterator
 from pathlib import Path
 
 from .results_io import RESULTS
@@ -33,38 +34,66 @@ from .suite import SUITES, Job, suite_jobs
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-@contextlib.contextmanager
-def _argv(argv: list[str]) -> Iterator[None]:
-    # The modules' main() own their parsers and defaults; running them with their own argv keeps
-    # one definition of each option.
-    saved = sys.argv
-    sys.argv = argv
+GRACE_SECONDS = 60  # after Ctrl-C at the slice limit: time to write what is done before a kill
+
+
+class SliceEnded(Exception):
+    """The job was still running at the end of the slice and was interrupted."""
+
+
+def run_job(job: Job, resume: bool, seconds: float) -> None:
+    """``python -m <module> <argv>`` in a child process (the modules own their parsers and
+    defaults), interrupted with SIGINT after ``seconds``.
+
+    Raises:
+        SystemExit: the job failed (its exit status).
+        SliceEnded: the job ran past ``seconds``.
+    """
+    command = [sys.executable, "-m", job.module, *job.command(resume)]
+    # SIGINT back at its default in the child: a runner started in the background inherits it
+    # ignored, and the slice's Ctrl-C must reach the job.
+    child = subprocess.Popen(command, cwd=REPO_ROOT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        yield
-    finally:
-        sys.argv = saved
+        code = child.wait(timeout=max(seconds, 0.0))
+    except subprocess.TimeoutExpired:
+        child.send_signal(signal.SIGINT)
+        try:
+            child.wait(timeout=GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        raise SliceEnded from None
+    except BaseException:  # Ctrl-C of the runner itself: do not leave the job behind
+        child.kill()
+        child.wait()
+        raise
+    if code != 0:
+        raise SystemExit(f"exit status {code}")
 
 
-def run_job(job: Job, resume: bool) -> None:
-    module = importlib.import_module(job.module)
-    with _argv([f"python -m {job.module}", *job.command(resume)]):
-        module.main()
-
-
-def _succeeded(job: Job, resume: bool) -> bool:
-    """Run ``job``; a failure is printed and reported, not raised, so one bad job does not stop the suite."""
+def _run(job: Job, resume: bool, seconds: float) -> str:
+    """Run ``job``: "ok", "sliced" or "failed" (printed, not raised, so one bad job does not stop the suite)."""
     try:
-        run_job(job, resume)
-    except SystemExit as error:  # argparse errors and the modules' SystemExit messages
+        run_job(job, resume, seconds)
+    except SliceEnded:
+        return "sliced"
+    except SystemExit as error:
         if error.code in (0, None):
-            return True
+            return "ok"
         print(f"job failed: {job.name}: {error}", flush=True)
-        return False
+        return "failed"
     except Exception as error:
         traceback.print_exc()
         print(f"job failed: {job.name}: {type(error).__name__}: {error}", flush=True)
-        return False
-    return True
+        return "failed"
+    return "ok"
+
+
+def _print_left(suite: str, elapsed_minutes: float, limit: float, left: list[Job]) -> None:
+    print(f"stopped after {elapsed_minutes:.1f} min (--max-minutes {limit}); {len(left)} jobs left:")
+    for job in left:
+        print(f"  {job.name}")
+    print(f"continue with: python -m benchmarks run --suite {suite} --resume", flush=True)
 
 
 def _cuda_available() -> bool:
@@ -93,19 +122,20 @@ def run_suite(args: argparse.Namespace) -> int:
     for number, job in enumerate(pending):
         elapsed = (time.monotonic() - start) / 60
         if elapsed >= args.max_minutes:
-            left = pending[number:]
-            print(f"stopped after {elapsed:.1f} min (--max-minutes {args.max_minutes}); {len(left)} jobs left:")
-            for rest in left:
-                print(f"  {rest.name}")
-            print(f"continue with: python -m benchmarks run --suite {args.suite} --resume", flush=True)
+            _print_left(args.suite, elapsed, args.max_minutes, pending[number:])
             break
         print(f"[{args.suite} {number + 1}/{len(pending)}] {job.name}{f' ({job.note})' if job.note else ''}",
               flush=True)
         job_start = time.monotonic()
-        if _succeeded(job, args.resume):
+        outcome = _run(job, args.resume, (args.max_minutes - elapsed) * 60)
+        if outcome == "ok":
             print(f"  finished in {time.monotonic() - job_start:.0f} s", flush=True)
-        else:
+        elif outcome == "failed":
             failed.append(job)
+        else:
+            print("  interrupted at the slice limit; its finished blocks/rows are kept", flush=True)
+            _print_left(args.suite, (time.monotonic() - start) / 60, args.max_minutes, pending[number:])
+            break
     if failed:
         print(f"{len(failed)} jobs failed: {', '.join(job.name for job in failed)}")
     return 1 if failed else 0

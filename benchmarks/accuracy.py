@@ -160,7 +160,12 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
-    run(args)
+    try:
+        run(args)
+    except KeyboardInterrupt:  # e.g. the suite's slice limit: checkpoints are written after every block
+        logger.warning("interrupted; rerun with --resume: finished rows are kept and the reconstruction "
+                       "continues from its last finished block")
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -78,7 +79,7 @@ def test_runner_skips_done_and_gpu_jobs_and_reports_failures(tmp_path: Path, mon
     jobs = [_job("done"), _job("fails"), _job("gpu", gpu=True), _job("works")]
     ran: list[str] = []
 
-    def fake_run(job: Job, resume: bool) -> None:
+    def fake_run(job: Job, resume: bool, seconds: float) -> None:
         ran.append(job.name)
         if job.name == "fails":
             raise SystemExit("bad input")
@@ -99,6 +100,34 @@ def test_runner_skips_done_and_gpu_jobs_and_reports_failures(tmp_path: Path, mon
     assert runner.run_suite(argparse.Namespace(**{**vars(args), "max_minutes": 0.0})) == 0
     assert ran == []
     assert "2 jobs left:\n  fails\n  works\n" in capsys.readouterr().out
+
+
+SLOW_JOB = """
+import pathlib, sys, time
+folder = pathlib.Path(sys.argv[1])
+(folder / "started").touch()
+try:
+    time.sleep(60)
+except KeyboardInterrupt:
+    (folder / "interrupted").touch()
+    sys.exit(130)
+"""
+
+
+def test_job_running_past_the_slice_gets_ctrl_c(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each job is a child process; at the end of the slice it is interrupted (its checkpoints stay)."""
+    (tmp_path / "slow_job.py").write_text(SLOW_JOB)
+    (tmp_path / "failing_job.py").write_text("import sys\nsys.exit(3)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    slow = Job(suite="accuracy", name="slow", module="slow_job", argv=(str(tmp_path),), results="r.csv", expected=())
+    start = time.monotonic()
+    with pytest.raises(runner.SliceEnded):
+        runner.run_job(slow, resume=False, seconds=3.0)
+    assert (tmp_path / "started").exists() and (tmp_path / "interrupted").exists()
+    assert time.monotonic() - start < 30
+    failing = Job(suite="accuracy", name="failing", module="failing_job", argv=(), results="r.csv", expected=())
+    with pytest.raises(SystemExit, match="exit status 3"):
+        runner.run_job(failing, resume=False, seconds=30.0)
 
 
 def test_result_files_take_new_columns_without_losing_rows(tmp_path: Path) -> None:
