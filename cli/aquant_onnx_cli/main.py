@@ -263,6 +263,9 @@ def _quant_config(params: dict[str, Any], extra: dict[str, Any]) -> QuantConfig:
               help="AQuant borders per im2col row (paper) or per input channel [default: im2col].")
 @click.option("--no-border-fusion", "border_fusion", flag_value=False, default=None,
               help="Do not average the borders of one channel inside a window [default: averaged].")
+@click.option("--grad-through-border", "grad_through_border", flag_value=True, default=None,
+              help="AQuant training: pass 1 - dB/dv (the border's slope) as the straight-through gradient to the "
+                   "activation and its step, instead of 1 [default: off].")
 @click.option("--border-op", type=click.Choice(["custom", "onnx"]), default=None,
               help="Write borders as com.aquant::BorderRound (needs the op library) or standard ONNX ops [default: custom].")
 @click.option("--conv-integer/--no-conv-integer", "conv_integer", default=None,
