@@ -29,7 +29,7 @@ ACCURACY_NUM_CALIB = 1000
 # AQuant ablations (DESIGN §3 options; the paper's Table 3 and the border learning rate), on
 # ResNet-20 at a reduced schedule: one AQuant run at 2000 iterations takes ~1.5 h on 2 CPU cores.
 ABLATION_OPTIONS = ("border=linear", "border=constant", "border_fusion=false", "border_granularity=channel",
-                    "lr_border=0.01", "lr_border=0.0001", "grad_through_border=true")
+                    "lr_border=0.01", "lr_border=0.0001", "lr_border=0", "grad_through_border=true")
 ABLATION_BITS = ((3, 3), (2, 2))
 ABLATION_ITERS = 500
 ABLATION_SEED = 1005

@@ -40,7 +40,7 @@ def test_ablation_suite_changes_one_option_per_row_beside_its_defaults() -> None
     assert {(job.argv[job.argv.index("--methods") + 1], job.results) for job in defaults} == {
         ("qdrop", "accuracy.csv"), ("aquant", "accuracy.csv")}
     variants = [job for job in jobs if "--option" in job.argv]
-    assert len(variants) == 7 * 2 and all(job.results == "ablation.csv" for job in variants)
+    assert len(variants) == 8 * 2 and all(job.results == "ablation.csv" for job in variants)
     linear_w2a2 = next(job for job in variants if job.name == "resnet20 aquant W2A2 border=linear")
     assert linear_w2a2.expected[0] == {"model": "resnet20", "method": "aquant", "options": "border=linear",
                                        "w_bits": "2", "a_bits": "2", "seed": "1005", "iters": "500", "batch": "32",
