@@ -77,9 +77,7 @@ def _run(job: Job, resume: bool, seconds: float) -> str:
         run_job(job, resume, seconds)
     except SliceEnded:
         return "sliced"
-    except SystemExit as error:
-        if error.code in (0, None):
-            return "ok"
+    except SystemExit as error:  # run_job raises it for a non-zero exit status only
         print(f"job failed: {job.name}: {error}", flush=True)
         return "failed"
     except Exception as error:

@@ -18,7 +18,7 @@ Every sum is exact in float32, so MLAS's float kernels can be used: k×k convolu
 (ORT's NCHWc kernels beat its ConvInteger there). A 1×1 integer-form Conv on unsigned codes (the
 im2col form's column conv, a pointwise conv) instead becomes ``ConvInteger`` (:func:`conv_integer_layer`)
 when the export asks for it: ORT's CPU ConvInteger with uint8 weights runs MLAS's u8×u8 GEMM,
-1.4–3.4× faster than DequantizeLinear → float Conv on the same codes (``benchmarks.ort_latency
+1.5–2.7× faster than DequantizeLinear → float Conv on the same codes (``benchmarks.ort_latency
 --layer-forms``), and the int32 sums are exact by construction. ORT's CUDA EP has no ConvInteger
 kernel (it would run on the CPU), so CUDA deployments export without it.
 """
@@ -135,13 +135,13 @@ def conv_integer_layer(emit: Emitter, node: gs.Node, codes: gs.Tensor, zero_poin
     biased sums stay within float32's integers, else the simulation's single rounding."""
     weight = _centred_weight(layer.weight) + CONV_INTEGER_WEIGHT_OFFSET
     out_channels = weight.shape[0]
+    shape = channel_shape(node, 1, weight.ndim)  # while node is still the Conv
     output = node.outputs[0]
     node.op = "ConvInteger"
     node.inputs = [codes, emit.constant("weight_quantized", weight.astype(np.uint8).reshape(out_channels, -1, 1, 1)),
                    zero_point, emit.constant("weight_zero_point", np.array(CONV_INTEGER_WEIGHT_OFFSET, np.uint8))]
     node.outputs = [gs.Variable(f"{node.name}.accumulator", dtype=np.int32)]
     y = emit.op("Cast", "accumulator_float", [node.outputs[0]], {"to": onnx.TensorProto.FLOAT})
-    shape = [1, -1, 1, 1]
     if layer.bias is not None:
         bias = emit.constant("bias_channels", layer.bias.int_values.astype(np.float32).reshape(shape))
         y = emit.op("Add", "accumulator_bias", [y, bias])

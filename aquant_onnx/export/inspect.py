@@ -115,20 +115,19 @@ def inspect_model(path: str | os.PathLike) -> ModelReport:
         if node.op_type in WEIGHT_CHAIN_OPS + ("Reshape",) and all(i in constants for i in node.input if i):
             constants.add(node.output[0])
     for node in model.graph.node:
-        if node.op_type in INTEGER_LAYER_OPS and len(node.input) > 1 and node.input[1] in inits:
-            values = inits[node.input[1]]
-            w_bits = recorded.get(node.name, {}).get("w_bits") or _bits_of_span(values)
+        if node.op_type in INTEGER_LAYER_OPS:  # the integer weight and the codes are the inputs themselves
+            if len(node.input) < 2 or node.input[1] not in inits:
+                continue
+            weight_tensor, quantized = node.input[1], inits[node.input[1]]
             a_bits = _codes_bits(producers, inits, node.input[0], codes_in=True)
-            count = int(values.size)
-            report.layers.append(LayerRow(node.name, node.op_type, w_bits, a_bits, count, 4 * count,
-                                          -(-count * w_bits // 8)))
-            continue
-        if node.op_type not in LAYER_OPS or not is_quantizable(node, constants) or \
-                node.name.endswith((BORDER_UNFOLD_SUFFIX, FINE_PIECE_SUFFIX)):  # parts of another layer
-            continue
-        weight_index = 0 if node.op_type == "MatMul" and node.input[0] in constants else 1
-        weight_tensor = _before_reshape(producers, node.input[weight_index])
-        quantized = _integer_weight(producers, inits, weight_tensor)
+        else:
+            if node.op_type not in LAYER_OPS or not is_quantizable(node, constants) or \
+                    node.name.endswith((BORDER_UNFOLD_SUFFIX, FINE_PIECE_SUFFIX)):  # parts of another layer
+                continue
+            weight_index = 0 if node.op_type == "MatMul" and node.input[0] in constants else 1
+            weight_tensor = _before_reshape(producers, node.input[weight_index])
+            quantized = _integer_weight(producers, inits, weight_tensor)
+            a_bits = _codes_bits(producers, inits, node.input[1 - weight_index])
         if quantized is not None:
             values = quantized
             w_bits = recorded.get(node.name, {}).get("w_bits") or _bits_of_span(values)
@@ -136,7 +135,6 @@ def inspect_model(path: str | os.PathLike) -> ModelReport:
             values, w_bits = inits[weight_tensor], None
         else:
             continue
-        a_bits = _codes_bits(producers, inits, node.input[1 - weight_index])
         count = int(values.size)
         report.layers.append(
             LayerRow(node.name, node.op_type, w_bits, a_bits, count, 4 * count, -(-count * (w_bits or 32) // 8))
