@@ -85,6 +85,10 @@ class ReconConfig:
     lr_rounding: float = 1e-3
     lr_step: float = 4e-5
     lr_border: float = 1e-3
+    # AQuant border schedule: borders stay at their start (RTN) for the first border_warmup
+    # fraction of each block's iterations; lr_border_cosine decays lr_border to 0 like LSQ steps.
+    border_warmup: float = 0.0
+    lr_border_cosine: bool = False
     engine: Engine = Engine.EAGER
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     checkpoint_dir: str | None = None
@@ -99,8 +103,9 @@ class ReconConfig:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}.")
         if not 0.0 <= self.drop_prob <= 1.0:
             raise ConfigError(f"--drop-prob must be in [0, 1], got {self.drop_prob}.")
-        if not 0.0 <= self.warmup < 1.0:
-            raise ConfigError(f"warmup must be in [0, 1), got {self.warmup}.")
+        for name in ("warmup", "border_warmup"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
         _check_positive("--lambda", self.weight_lambda, allow_zero=True)
         for name in ("lr_rounding", "lr_step", "lr_border"):
             _check_positive(name, getattr(self, name), allow_zero=True)

@@ -100,3 +100,37 @@ def test_gradient_through_border_option_changes_training():
     assert borders[True] and all(q.grad_through_border for q in borders[True].values())
     assert not any(q.grad_through_border for q in borders[False].values())
     assert any(not torch.equal(borders[True][n].scale, borders[False][n].scale) for n in borders[True])
+
+
+def _borders(calibrated) -> dict[str, BorderQuantizer]:
+    return {n: l.input_quantizer for n, l in calibrated.graph.layers.items() if isinstance(l.input_quantizer, BorderQuantizer)}
+
+
+def test_border_warmup_holds_borders_at_rtn_while_steps_train():
+    """``border_warmup``: borders start training after that fraction of each block's iterations."""
+    model = tiny_resnet()
+    data = _data(model, 16)
+    runs = {warmup: calibrate(model, data, method="aquant", iters=10, num_calib=16, batch_size=8, border_warmup=warmup)
+            for warmup in (0.0, 0.5, 0.95)}
+    start = torch.tensor([0.5, 0.0, 0.0])[:, None]
+    def moved(run):  # largest coefficient change from the RTN start over all borders
+        return max(float((q.coeffs.detach() - start).abs().max()) for q in _borders(run).values())
+    assert moved(runs[0.95]) == 0.0  # steps 0-9 all fall inside 95 % of 10 iterations
+    assert moved(runs[0.5]) > 0.0 and moved(runs[0.0]) > moved(runs[0.5])  # 5 vs 10 Adam steps of ~lr each
+    frozen, free = _borders(runs[0.95]), _borders(runs[0.0])
+    assert any(not torch.equal(frozen[n].scale, free[n].scale) for n in frozen)  # LSQ steps trained regardless
+
+
+def test_border_cosine_decay_changes_training():
+    model = tiny_resnet()
+    data = _data(model, 16)
+    runs = {flag: _borders(calibrate(model, data, method="aquant", iters=10, num_calib=16, batch_size=8,
+                                     lr_border_cosine=flag)) for flag in (False, True)}
+    assert any(not torch.equal(runs[True][n].coeffs, runs[False][n].coeffs) for n in runs[True])
+
+
+def test_border_warmup_out_of_range_is_refused():
+    from aquant_onnx.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="border_warmup"):
+        calibrate(tiny_resnet(), {}, method="aquant", border_warmup=1.0)

@@ -88,9 +88,11 @@ class ReconstructionMethod(CalibrationMethod):
         return found
 
     def param_groups(self, ctx: CalibrationContext, by_kind: dict[str, list[nn.Parameter]]) -> list[ParamGroup]:
-        """Adam groups: rounding at lr_rounding, LSQ steps at lr_step (cosine to 0), borders at lr_border."""
+        """Adam groups: rounding at lr_rounding, LSQ steps at lr_step (cosine to 0), borders at lr_border
+        (after border_warmup, cosine to 0 with lr_border_cosine)."""
         recon = ctx.config.recon
-        settings = {"rounding": (recon.lr_rounding, False), "step": (recon.lr_step, True), "border": (recon.lr_border, False)}
+        settings = {"rounding": (recon.lr_rounding, False, 0.0), "step": (recon.lr_step, True, 0.0),
+                    "border": (recon.lr_border, recon.lr_border_cosine, recon.border_warmup)}
         unknown = set(by_kind) - set(settings)
         if unknown:
             raise ValueError(f"quantizer parameter kinds {sorted(unknown)} have no learning rate; override param_groups")

@@ -12,7 +12,8 @@ regulariser (AdaRound's ``Σ 1 − |2h(V) − 1|^β``) is off for the first ``wa
 the iterations, then β anneals linearly ``beta_start → beta_end``.
 
 Adam, one parameter group per kind (see ``ParamGroup``): rounding at ``lr_rounding``, LSQ steps
-at ``lr_step`` with cosine decay to 0, borders at ``lr_border``. Sampling uses generators seeded
+at ``lr_step`` with cosine decay to 0, borders at ``lr_border`` (optionally frozen for a
+warm-up fraction, or cosine-decayed). Sampling uses generators seeded
 from (seed, unit index), so a resumed run repeats the same iterations. On CUDA the loop never
 reads a value back except for the loss shown every ``LOG_EVERY`` iterations.
 """
@@ -41,12 +42,17 @@ LOG_EVERY = 50
 
 @dataclass
 class ParamGroup:
-    """Parameters of one kind trained with one learning rate (cosine-decayed to 0 when ``cosine``)."""
+    """Parameters of one kind trained with one learning rate (cosine-decayed to 0 when ``cosine``),
+    frozen for the first ``start`` fraction of the iterations."""
 
     kind: str
     params: list[nn.Parameter]
     lr: float
     cosine: bool = False
+    start: float = 0.0
+
+    def frozen_at(self, step: int, total: int) -> bool:
+        return step < self.start * total
 
 
 @dataclass(frozen=True)
@@ -169,6 +175,9 @@ def optimize_unit(
         for param_group, group in zip(optimizer.param_groups, groups):
             if group.cosine:
                 param_group["lr"] = _cosine_lr(group.lr, step, settings.iters)
+            if group.frozen_at(step, settings.iters):
+                for param in group.params:  # Adam skips (and keeps no state for) a parameter without grad
+                    param.grad = None
         optimizer.step()
         running += loss.detach()
         if (step + 1) % LOG_EVERY == 0 or step + 1 == settings.iters:
