@@ -89,6 +89,9 @@ class ReconConfig:
     # fraction of each block's iterations; lr_border_cosine decays lr_border to 0 like LSQ steps.
     border_warmup: float = 0.0
     lr_border_cosine: bool = False
+    # Fit the initial activation grids on the float model's activations (official QDrop code)
+    # instead of those of the model with RTN weights (default: the grids see the weight error).
+    act_ranges_from_float: bool = False
     engine: Engine = Engine.EAGER
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     checkpoint_dir: str | None = None

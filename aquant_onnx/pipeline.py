@@ -23,6 +23,7 @@ from .export.params import QuantizedModelParams
 from .graph.load import load_model
 from .progress import ProgressFactory, silent
 from .recon.attach import attach_quantizers, init_activation_ranges
+from .recon.cache import quantizers_disabled
 from .recon.collect import collect_params
 from .recon.methods import CalibrationContext, get_method
 from .torchgraph.executor import TorchGraph, check_supported
@@ -98,7 +99,10 @@ def calibrate(
     bits = attach_quantizers(graph, config)
     graph.to(device)
     ctx = CalibrationContext(canonical, graph, calib_set, config, bits, device, progress)
-    init_activation_ranges(graph, ctx.batches(), ctx.num_batches(), progress)
+    # Activation quantizers only observe here; with act_ranges_from_float the weights are float too.
+    float_roles = ("weight_quantizer", "bias_quantizer") if config.recon.act_ranges_from_float else ()
+    with quantizers_disabled(graph, roles=float_roles):
+        init_activation_ranges(graph, ctx.batches(), ctx.num_batches(), progress)
     get_method(config.method).calibrate(ctx)
     graph.eval()
     params = collect_params(graph, canonical)

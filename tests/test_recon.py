@@ -108,6 +108,22 @@ def test_adaround_is_layerwise_and_refits_activation_ranges(tiny) -> None:
             assert layer.input_quantizer.enabled and not layer.input_quantizer.observing
 
 
+def _act_steps(calibrated) -> dict[str, float]:
+    return {n: float(l.input_quantizer.scale) for n, l in calibrated.graph.layers.items() if l.input_quantizer is not None}
+
+
+def test_act_ranges_from_float_ignore_the_weight_bits(tiny) -> None:
+    """Default: activation grids are fitted with RTN weights attached, so 2-bit weights move them;
+    ``act_ranges_from_float`` fits them on the float model (the official QDrop code's order)."""
+    model, data = tiny
+    steps = {(w_bits, from_float): _act_steps(calibrate(model, data, **{**SHORT, "method": "rtn", "w_bits": w_bits,
+                                                                      "act_ranges_from_float": from_float}))
+             for w_bits in (2, 8) for from_float in (False, True)}
+    assert steps[2, True] == steps[8, True]
+    assert steps[2, False] != steps[8, False]
+    assert steps[2, False] != steps[2, True]
+
+
 def test_same_seed_same_bytes_other_seed_other_bytes(tiny) -> None:
     model, data = tiny
     first, _ = _quantize_bytes(model, data, method="qdrop", seed=3)

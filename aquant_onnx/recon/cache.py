@@ -24,11 +24,14 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..torchgraph.executor import TorchGraph
-from .methods import CalibrationContext
+
+if TYPE_CHECKING:  # methods.py imports the method modules, which import this one
+    from .methods import CalibrationContext
 
 logger = logging.getLogger(__name__)
 
