@@ -91,8 +91,9 @@ def test_report_tables_come_from_the_csvs(results: Path, readme: Path, tmp_path:
     assert "| qdrop · 2000 it | – | 55.00 ± 1.00 (2) |" in lines
     assert "| aquant · 2000 it | – | 62.50 ± 0.50 (2) |" in lines
     assert any(line.startswith("**resnet20 on cifar10_test_9k** (FP32 81.20;") for line in lines)
-    # AQuant − QDrop margins: ours (62.5 − 55.0) beside the paper's (60.31 − 54.19)
-    assert "| ours: resnet20, cifar10_test_9k, 2000 it | +7.50 |" in lines
+    # AQuant − QDrop margins: ours (62.5 − 55.0, 7.5 / (81.2 − 55.0) of the FP32 gap) beside the
+    # paper's (60.31 − 54.19; these paper rows have no FP32, so no share)
+    assert "| ours: resnet20, cifar10_test_9k, 2000 it | +7.50 (29%) |" in lines
     assert "| paper: resnet18, ImageNet | +6.12 |" in lines
     # ORT quantize_static, unsupported settings said so, our best method beside it
     assert "| ORT minmax | 81.00 | not supported (unsupported: NotImpl) |" in lines
