@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from aquant_onnx.errors import RuntimeLibraryError
@@ -106,6 +107,7 @@ def build_library(
     cuda: str = "auto",
     install: bool = True,
     jobs: int | None = None,
+    cmake_options: Sequence[str] = (),
 ) -> Path:
     """Configure and build the op library from the source checkout; returns the built library's path.
 
@@ -114,6 +116,8 @@ def build_library(
         cuda: ``"auto"`` (CUDA kernels when nvcc is found), ``"on"`` or ``"off"``.
         install: also copy the library and its sidecar into ``aquant_onnx/runtime/lib/``.
         jobs: parallel compile jobs (default: CPU count).
+        cmake_options: extra configure arguments, e.g. ``("-DAQUANT_CUDA_EMULATION=ON",)`` (the tests' build
+            of the CUDA kernels on the host, see custom_ops/README.md).
 
     Raises:
         RuntimeLibraryError: no source checkout, no cmake, or the build failed (its output is in the message).
@@ -125,7 +129,8 @@ def build_library(
     cmake = _cmake()
     build_dir = Path(build_dir) if build_dir is not None else BUILD_DIRS[0]
     commands = [
-        [cmake, "-S", str(REPO_ROOT), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release", f"-DAQUANT_WITH_CUDA={cuda.upper()}"],
+        [cmake, "-S", str(REPO_ROOT), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release", f"-DAQUANT_WITH_CUDA={cuda.upper()}",
+         *cmake_options],
         [cmake, "--build", str(build_dir), "--parallel", str(jobs or os.cpu_count() or 1)],
     ]
     if install:

@@ -9,6 +9,11 @@
 #include "../kernels.h"
 #include "border_round.cuh"
 
+// The tests' host emulation (AQUANT_CUDA_EMULATION=ON) registers these kernels for the CPU EP.
+#ifndef AQUANT_CUDA_KERNEL_PROVIDER
+#define AQUANT_CUDA_KERNEL_PROVIDER "CUDAExecutionProvider"
+#endif
+
 namespace aquant {
 namespace {
 
@@ -55,7 +60,7 @@ OrtMemType ORT_API_CALL InputMemoryType(const OrtCustomOp*, size_t index) {
 
 template <typename In, typename Out>
 void AddCudaKernel(LiteOps& ops) {
-  Ort::Custom::OrtLiteCustomOp* op = Ort::Custom::CreateLiteCustomOp<BorderRoundCuda<In, Out>>(kOpName, "CUDAExecutionProvider");
+  Ort::Custom::OrtLiteCustomOp* op = Ort::Custom::CreateLiteCustomOp<BorderRoundCuda<In, Out>>(kOpName, AQUANT_CUDA_KERNEL_PROVIDER);
   op->GetInputMemoryType = InputMemoryType;
   ops.emplace_back(WithStatusOnCreate(op));
 }
