@@ -115,10 +115,9 @@ def main() -> None:
                         help="activation dropout of the quantizers (default: the method's, as in calibration)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = [row for method in args.methods.split(",")
-            for row in measure(args.model, method, [int(b) for b in args.blocks.split(",")], args.engines.split(","),
-                               args.iters, args.warmup, args.num_calib, args.device, args.act_drop)]
-    write(rows)
+    for method in args.methods.split(","):  # rows written per method: a run stopped later keeps them
+        write(measure(args.model, method, [int(b) for b in args.blocks.split(",")], args.engines.split(","),
+                      args.iters, args.warmup, args.num_calib, args.device, args.act_drop))
 
 
 if __name__ == "__main__":

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+# ../shared beside the checkout; $AQUANT_SHARED names a copy elsewhere (the GPU machine gets a
+# carried subset, see scripts/gpu_checks.sh).
+SHARED = Path(os.environ.get("AQUANT_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 DATA = SHARED / "data"
 
 MODELS = {

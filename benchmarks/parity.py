@@ -2,6 +2,7 @@
 
     python -m benchmarks.parity --model resnet20 --granularity im2col --border quadratic
     python -m benchmarks.parity --model mobilenet_v2 --granularity channel --border linear --limit 1000
+    python -m benchmarks.parity --model resnet20 --provider cuda    # ORT's CUDA EP (use_tf32 0), no ConvInteger
 
 Calibrates an AQuant W4A4 model (short schedule: parity is a property of the graph, so the
 schedule is recorded, not tuned), exports it with ``--border-op custom`` and ``--border-op onnx``,
@@ -28,7 +29,8 @@ from .results_io import RESULTS, append_csv, calibration_set, markdown_table, ru
 CSV_PATH = RESULTS / "parity.csv"
 FIELDS = ["model", "border", "granularity", "w_bits", "a_bits", "iters", "num_calib", "eval_set", "images",
           "agree_sim_custom", "agree_sim_onnx", "agree_custom_onnx", "max_dlogit_sim_custom", "max_dlogit_sim_onnx",
-          "max_dlogit_custom_onnx", "onnxruntime", "date", "commit", "seed", "calib_set", "device", "torch"]
+          "max_dlogit_custom_onnx", "onnxruntime", "date", "commit", "seed", "calib_set", "device", "torch", "provider"]
+CUDA = [("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider"]
 
 
 def _images(folder: Path, prep, limit: int) -> np.ndarray:
@@ -59,9 +61,13 @@ def run(args: argparse.Namespace) -> dict:
             return calibrated.graph(torch.from_numpy(x)).numpy()
 
     logits = {"sim": _batched(simulate, images, args.batch)}
+    on_cuda = args.provider == "cuda"
+    calibrated.config.export.conv_integer = not on_cuda  # the CUDA EP has no ConvInteger kernel
     for op in (BorderOp.CUSTOM, BorderOp.ONNX):
         calibrated.config.export.border_op = op
-        sess = session(export(calibrated))
+        sess = session(export(calibrated), providers=CUDA if on_cuda else ("CPUExecutionProvider",))
+        if on_cuda and sess.get_providers()[0] != "CUDAExecutionProvider":  # ORT falls back to the CPU silently
+            raise SystemExit(f"CUDAExecutionProvider is not active (providers: {sess.get_providers()})")
         logits[op.value] = _batched(lambda x, s=sess: s.run(None, {input_name: x})[0], images, args.batch)
 
     def agree(a: str, b: str) -> float:
@@ -77,7 +83,7 @@ def run(args: argparse.Namespace) -> dict:
         "agree_sim_onnx": f"{agree('sim', 'onnx'):.2f}", "agree_custom_onnx": f"{agree('custom', 'onnx'):.2f}",
         "max_dlogit_sim_custom": f"{delta('sim', 'custom'):.3g}", "max_dlogit_sim_onnx": f"{delta('sim', 'onnx'):.3g}",
         "max_dlogit_custom_onnx": f"{delta('custom', 'onnx'):.3g}", **run_metadata("cpu"),
-        "seed": calibrated.config.seed, "calib_set": calibration_set(spec["calib"]),
+        "seed": calibrated.config.seed, "calib_set": calibration_set(spec["calib"]), "provider": args.provider,
     }
     write_markdown(append_csv(CSV_PATH, FIELDS, [row]))
     print(row)
@@ -86,7 +92,8 @@ def run(args: argparse.Namespace) -> dict:
 
 def write_markdown(rows: list[dict]) -> None:
     lines = ["# AQuant deployment parity (top-1 agreement %, max |Δlogit|)", "",
-             "sim = torch simulation, custom = com.aquant::BorderRound in ORT CPU, onnx = standard-op form in ORT CPU.", "",
+             "sim = torch simulation (CPU), custom = com.aquant::BorderRound in ORT, onnx = standard-op form in ORT,",
+             "on the row's provider (blank: cpu).", "",
              *markdown_table(rows, FIELDS)]
     (RESULTS / "parity.md").write_text("\n".join(lines) + "\n")
 
@@ -103,6 +110,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--limit", type=int, default=1000, help="eval images (even stride over the sorted set)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--provider", default="cpu", choices=["cpu", "cuda"], help="ORT execution provider of both exports")
     run(parser.parse_args())
 
 
