@@ -220,7 +220,8 @@ def ablation_section(ablation_rows: list[dict], accuracy_rows: list[dict], paper
                  for r in _latest(accuracy_rows, tuple(k for k in key if k != "options"))}
     lines = ["### AQuant ablations (top-1 %; Δ: variant − default AQuant of the same seed and schedule)", "",
              "Default AQuant: quadratic border (linear for depthwise models), border fusion, `im2col`",
-             "granularity, border learning rate 1e-3; `qdrop` is the same loop without borders.", ""]
+             "granularity, border learning rate 1e-3; `qdrop` is the same loop without borders. Rows",
+             "naming another method compare it with that method's default run.", ""]
     runs = sorted({(r["model"], r["eval_set"], r["seed"], r["iters"]) for r in ablations})
     for run in runs:
         model, eval_set, seed, iters = run
@@ -228,13 +229,21 @@ def ablation_section(ablation_rows: list[dict], accuracy_rows: list[dict], paper
         bits = _bits_sorted(_bits(r) for r in group)
         default = {b: reference.get((model, eval_set, "aquant", seed, iters, b)) for b in bits}
         qdrop = {b: reference.get((model, eval_set, "qdrop", seed, iters, b)) for b in bits}
-        variants = {options: {_bits(r): float(r["top1"]) for r in group if r["options"] == options}
-                    for options in sorted({r["options"] for r in group})}
+        variants = {(method, options): {_bits(r): float(r["top1"]) for r in group
+                                        if (r["method"], r["options"]) == (method, options)}
+                    for method, options in sorted({(r["method"], r["options"]) for r in group},
+                                                  key=lambda mo: (mo[0] != "aquant", mo))}
         table = [{"variant": "aquant (default)", **{_bits_label(b): _with_delta(default[b], None) for b in bits}}]
         table += [{"variant": options, **{_bits_label(b): _with_delta(found.get(b), default[b]) for b in bits}}
-                  for options, found in variants.items()]
+                  for (method, options), found in variants.items() if method == "aquant"]
         table.append({"variant": "qdrop (no border)", **{_bits_label(b): _with_delta(qdrop[b], default[b])
                                                           for b in bits}})
+        # Variants of another method: Δ against that method's default run of the same seed and schedule.
+        for (method, options), found in variants.items():
+            if method != "aquant":
+                base = {b: reference.get((model, eval_set, method, seed, iters, b)) for b in bits}
+                table.append({"variant": f"{method}, {options} (Δ vs {method})",
+                              **{_bits_label(b): _with_delta(found.get(b), base[b]) for b in bits}})
         lines += [f"**{model} on {eval_set}**, seed {seed}, {iters} it", "",
                   *markdown_table(table, ["variant", *map(_bits_label, bits)]), ""]
     if paper_rows:

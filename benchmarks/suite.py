@@ -33,6 +33,16 @@ ABLATION_OPTIONS = ("border=linear", "border=constant", "border_fusion=false", "
 ABLATION_BITS = ((3, 3), (2, 2))
 ABLATION_ITERS = 500
 ABLATION_SEED = 1005
+# At the published schedule: AQuant border schedules and QDrop's activation-range initialisation
+# (the official QDrop code fits the activation grids on the float model).
+LONG_ABLATION_ITERS = 2000
+LONG_ABLATIONS = (
+    ("aquant", (2, 2), 1005, "border_warmup=0.2"), ("aquant", (2, 2), 1006, "border_warmup=0.2"),
+    ("aquant", (3, 3), 1005, "border_warmup=0.2"), ("aquant", (2, 2), 1005, "lr_border_cosine=true"),
+    ("aquant", (2, 2), 1005, "drop_prob=0"), ("aquant", (2, 2), 1005, "lr_border=0.00025"),
+    ("qdrop", (2, 4), 1005, "act_ranges_from_float=true"), ("qdrop", (2, 4), 1006, "act_ranges_from_float=true"),
+    ("qdrop", (2, 2), 1005, "act_ranges_from_float=true"),
+)
 ORT_QUANTIZE_BITS = ((8, 8), (4, 8), (4, 4))
 ORT_QUANTIZE_CALIBRATE = ("minmax", "percentile")
 ORT_QUANTIZE_NUM_CALIB = 1000
@@ -96,25 +106,33 @@ def accuracy_jobs(iters: int, gpu_iters: int) -> list[Job]:
     return jobs
 
 
-def ablation_jobs() -> list[Job]:
-    """ResNet-20 AQuant variants at W3A3 / W2A2 beside the default AQuant and QDrop of the same schedule."""
+def _ablation_job(method: str, bits: tuple[int, int], seed: int, iters: int, options: str) -> Job:
+    """One ResNet-20 run with ``options`` (ablation.csv), or without (the default, accuracy.csv)."""
     model, evals = "resnet20", tuple(MODELS["resnet20"]["evals"])
-    common = ("--model", model, "--seeds", str(ABLATION_SEED), "--iters", str(ABLATION_ITERS), "--eval",
-              ",".join(evals), "--batch", str(ACCURACY_BATCH), "--num-calib", str(ACCURACY_NUM_CALIB))
+    w_bits, a_bits = bits
+    expected = tuple(_rows(model=model, method=method, **({"options": options} if options else {}), w_bits=w_bits,
+                           a_bits=a_bits, seed=seed, iters=iters, batch=ACCURACY_BATCH, num_calib=ACCURACY_NUM_CALIB,
+                           eval_set=name) for name in evals)
+    schedule = "" if iters == ABLATION_ITERS and seed == ABLATION_SEED else f" seed {seed} iters {iters}"
+    return Job(
+        suite="ablation", name=f"{model} {method} W{w_bits}A{a_bits} {options or 'default'}{schedule}",
+        module="benchmarks.accuracy",
+        argv=("--model", model, "--seeds", str(seed), "--iters", str(iters), "--eval", ",".join(evals), "--batch",
+              str(ACCURACY_BATCH), "--num-calib", str(ACCURACY_NUM_CALIB), "--methods", method, "--bits",
+              f"{w_bits}/{a_bits}", *(("--option", options) if options else ())),
+        results="ablation.csv" if options else "accuracy.csv", expected=expected, resumable=True)
+
+
+def ablation_jobs() -> list[Job]:
+    """ResNet-20 AQuant variants at W3A3 / W2A2 beside the default AQuant and QDrop of the same schedule,
+    then the schedule experiments at the published schedule (their defaults are accuracy-suite jobs)."""
     jobs = []
     for options in ("", *ABLATION_OPTIONS):
         for method in ("qdrop", "aquant") if not options else ("aquant",):
-            for w_bits, a_bits in ABLATION_BITS:
-                expected = tuple(_rows(model=model, method=method, **({"options": options} if options else {}),
-                                       w_bits=w_bits, a_bits=a_bits, seed=ABLATION_SEED, iters=ABLATION_ITERS,
-                                       batch=ACCURACY_BATCH, num_calib=ACCURACY_NUM_CALIB, eval_set=name)
-                                 for name in evals)
-                jobs.append(Job(
-                    suite="ablation", name=f"{model} {method} W{w_bits}A{a_bits} {options or 'default'}",
-                    module="benchmarks.accuracy",
-                    argv=(*common, "--methods", method, "--bits", f"{w_bits}/{a_bits}",
-                          *(("--option", options) if options else ())),
-                    results="ablation.csv" if options else "accuracy.csv", expected=expected, resumable=True))
+            for bits in ABLATION_BITS:
+                jobs.append(_ablation_job(method, bits, ABLATION_SEED, ABLATION_ITERS, options))
+    jobs += [_ablation_job(method, bits, seed, LONG_ABLATION_ITERS, options)
+             for method, bits, seed, options in LONG_ABLATIONS]
     return jobs
 
 

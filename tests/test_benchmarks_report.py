@@ -65,6 +65,7 @@ def results(tmp_path: Path) -> Path:
     _write(folder / "ablation.csv", [
         {**_accuracy("aquant", (2, 2), 1005, 2000, 60.50, 600), "options": "border=linear"},
         {**_accuracy("aquant", (2, 2), 1006, 2000, 61.00, 600), "options": "border=linear"},  # a second run table
+        {**_accuracy("qdrop", (2, 2), 1005, 2000, 56.00, 600), "options": "act_ranges_from_float=true"},
     ])
     _write(folder / "paper_ablation.csv", [
         {"source": "paper Table 3", "model": "resnet18", "variant": variant, "w_bits": 2, "a_bits": 2, "top1": top1}
@@ -106,9 +107,10 @@ def test_report_tables_come_from_the_csvs(results: Path, readme: Path, tmp_path:
     assert "| resnet20 | aquant_channel | 3.0 | 1.50 | 3.00 | – | 2 | aaa |" in lines
     # ablations: each variant against the default AQuant (and QDrop) of its own seed, the paper's below
     seed_1005 = lines.index("**resnet20 on cifar10_test_9k**, seed 1005, 2000 it")
-    assert lines[seed_1005 + 2:seed_1005 + 7] == [
+    assert lines[seed_1005 + 2:seed_1005 + 8] == [
         "| variant | W2A2 |", "|---|---|", "| aquant (default) | 62.00 |", "| border=linear | 60.50 (-1.50) |",
-        "| qdrop (no border) | 54.00 (-8.00) |"]
+        "| qdrop (no border) | 54.00 (-8.00) |",
+        "| qdrop, act_ranges_from_float=true (Δ vs qdrop) | 56.00 (+2.00) |"]  # a QDrop variant: Δ vs QDrop
     assert "| border=linear | 61.00 (-2.00) |" in lines  # seed 1006: default 63.00
     assert "| paper: resnet18, border=linear | 59.14 (-1.17) |" in lines
 

@@ -40,12 +40,16 @@ def test_ablation_suite_changes_one_option_per_row_beside_its_defaults() -> None
     assert {(job.argv[job.argv.index("--methods") + 1], job.results) for job in defaults} == {
         ("qdrop", "accuracy.csv"), ("aquant", "accuracy.csv")}
     variants = [job for job in jobs if "--option" in job.argv]
-    assert len(variants) == 8 * 2 and all(job.results == "ablation.csv" for job in variants)
+    short = [job for job in variants if job.expected[0]["iters"] == defaults[0].expected[0]["iters"]]
+    assert len(short) == 8 * 2 and all(job.results == "ablation.csv" for job in variants)
+    long = [job for job in variants if job not in short]  # the schedule experiments at 2000 iterations
+    assert long and all(job.expected[0]["iters"] == "2000" and job.name.endswith("iters 2000") for job in long)
+    assert len({job.name for job in jobs}) == len(jobs)
     linear_w2a2 = next(job for job in variants if job.name == "resnet20 aquant W2A2 border=linear")
     assert linear_w2a2.expected[0] == {"model": "resnet20", "method": "aquant", "options": "border=linear",
                                        "w_bits": "2", "a_bits": "2", "seed": "1005", "iters": "500", "batch": "32",
                                        "num_calib": "1000", "eval_set": "cifar10_test_9k"}
-    assert all(job.expected[0]["iters"] == defaults[0].expected[0]["iters"] for job in jobs)
+    assert all(job.expected[0]["iters"] == defaults[0].expected[0]["iters"] for job in defaults + short)
 
 
 def test_unknown_suite_is_refused() -> None:
