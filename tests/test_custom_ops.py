@@ -72,13 +72,18 @@ def random_coeffs(rng, degree: int, features: int) -> np.ndarray:
 EMULATION_BUILD_DIR = library.REPO_ROOT / "build" / "custom_ops-cuda-emulation"
 
 
+@pytest.fixture(scope="session")
+def emulation_library():
+    return library.build_library(EMULATION_BUILD_DIR, cuda="off", install=False, jobs=2,
+                                 cmake_options=("-DAQUANT_CUDA_EMULATION=ON",))
+
+
 @pytest.fixture(scope="session", params=["cpu", "cuda-emulation"])
 def ops_library(request):
     import os
 
     if request.param == "cuda-emulation":
-        return library.build_library(EMULATION_BUILD_DIR, cuda="off", install=False, jobs=2,
-                                     cmake_options=("-DAQUANT_CUDA_EMULATION=ON",))
+        return request.getfixturevalue("emulation_library")
     override = os.environ.get(library.ENV_LIBRARY)
     if override:
         return library.library_path()
@@ -299,11 +304,9 @@ def test_build_info_sidecar(ops_library):
 
 
 @pytest.mark.parametrize("index", ["narrow", "wide"])
-def test_emulated_cuda_grid_stride_loops_cover_every_output(ops_library, monkeypatch, index):
+def test_emulated_cuda_grid_stride_loops_cover_every_output(emulation_library, monkeypatch, index):
     """With the grid capped at 2 blocks of 256 threads, each thread loops over many windows/elements;
     "wide": the 64-bit-index kernels that launches pick for tensors of 2^31 elements or more."""
-    if not library.build_info(ops_library).get("cuda_emulation"):
-        pytest.skip("the grid cap exists in the CUDA kernels' host emulation only")
     monkeypatch.setenv("AQUANT_CUDA_EMULATION_MAX_BLOCKS", "2")
     if index == "wide":
         monkeypatch.setenv("AQUANT_CUDA_EMULATION_WIDE_INDEX", "1")
@@ -311,11 +314,11 @@ def test_emulated_cuda_grid_stride_loops_cover_every_output(ops_library, monkeyp
     x = rng.normal(0, 2, size=(2, 3, 23, 21)).astype(np.float32)  # 2·3·21·19 = 2394 windows > 512 threads
     coeffs = random_coeffs(rng, 3, 27)
     attrs = dict(kernel_shape=[3, 3], pads=[0, 1, 0, 1], strides=[1, 1])
-    codes = run_border(ops_library, make_border_model(attrs), x, 0.05, 128, coeffs)
+    codes = run_border(emulation_library, make_border_model(attrs), x, 0.05, 128, coeffs)
     expected = border_round_im2col(x, 0.05, 128, coeffs, 0, 255, (3, 3), pads=(0, 1, 0, 1))
     np.testing.assert_array_equal(codes.astype(np.int32), expected)
     flat_coeffs = random_coeffs(rng, 2, 3)
-    codes = run_border(ops_library, make_border_model({}), x, 0.05, 128, flat_coeffs)
+    codes = run_border(emulation_library, make_border_model({}), x, 0.05, 128, flat_coeffs)
     np.testing.assert_array_equal(codes.astype(np.int32), border_round_elementwise(x, 0.05, 128, flat_coeffs, 0, 255))
 
 
