@@ -124,6 +124,9 @@ class BorderConfig:
     fusion: bool = True
     # Straight-through gradient to x and s: ∂code/∂v = 1 (default) or 1 − ∂B/∂v (the border's slope).
     grad_through_border: bool = False
+    # Project b0 into [0, 1] after every optimizer step, so a constant border stays between a value's
+    # two grid neighbours.
+    clamp_b0: bool = False
 
     def __post_init__(self) -> None:
         if self.shape is not None:
@@ -201,6 +204,7 @@ NESTED_OPTIONS = {
     "border_granularity": ("border", "granularity"),
     "border_fusion": ("border", "fusion"),
     "grad_through_border": ("border", "grad_through_border"),
+    "border_clamp_b0": ("border", "clamp_b0"),
     "border_op": ("export", "border_op"),
     "conv_integer": ("export", "conv_integer"),
 }

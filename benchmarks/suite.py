@@ -39,7 +39,8 @@ LONG_ABLATION_ITERS = 2000
 LONG_ABLATIONS = (
     ("aquant", (2, 2), 1005, "border_warmup=0.2"), ("aquant", (2, 2), 1006, "border_warmup=0.2"),
     ("aquant", (3, 3), 1005, "border_warmup=0.2"), ("aquant", (3, 3), 1006, "border_warmup=0.2"),
-    ("aquant", (2, 2), 1005, "lr_border_cosine=true"),
+    ("aquant", (2, 2), 1005, "lr_border_cosine=true"), ("aquant", (2, 2), 1005, "border_clamp_b0=true"),
+    ("aquant", (3, 3), 1005, "border_clamp_b0=true"),
     ("aquant", (2, 2), 1005, "drop_prob=0"), ("aquant", (2, 2), 1005, "lr_border=0.00025"),
     ("qdrop", (2, 4), 1005, "act_ranges_from_float=true"), ("qdrop", (2, 4), 1006, "act_ranges_from_float=true"),
     ("qdrop", (2, 2), 1005, "act_ranges_from_float=true"), ("aquant", (2, 2), 1005, "act_ranges_from_float=true"),

@@ -134,3 +134,14 @@ def test_border_warmup_out_of_range_is_refused():
 
     with pytest.raises(ConfigError, match="border_warmup"):
         calibrate(tiny_resnet(), {}, method="aquant", border_warmup=1.0)
+
+
+def test_border_clamp_b0_keeps_b0_between_grid_neighbours():
+    """``border_clamp_b0``: b0 projected into [0, 1] after every step; a large border lr leaves it otherwise."""
+    model = tiny_resnet()
+    data = _data(model, 16)
+    b0 = {flag: torch.cat([q.coeffs.detach()[0] for q in _borders(calibrate(
+        model, data, method="aquant", w_bits=2, a_bits=2, iters=20, num_calib=16, batch_size=8, lr_border=0.5,
+        border_clamp_b0=flag)).values()]) for flag in (False, True)}
+    assert ((b0[False] < 0) | (b0[False] > 1)).any()
+    assert ((b0[True] >= 0) & (b0[True] <= 1)).all() and (b0[True] != 0.5).any()

@@ -599,6 +599,7 @@ class BorderQuantizer(nn.Module):
         self.scale = nn.Parameter(torch.tensor(1.0))
         self.register_buffer("zero_point", torch.tensor(0.0))
         self.drop_prob = 0.0  # QDrop: in training, each output element keeps its float value with this probability
+        self.clamp_b0 = False  # project b0 into [0, 1] after every optimizer step
 
     def learnable_parameters(self) -> dict[str, list[nn.Parameter]]:
         """Parameters the reconstruction loop trains, by kind: border coefficients and the LSQ step."""
@@ -643,12 +644,18 @@ class BorderQuantizer(nn.Module):
 
     @torch.no_grad()
     def clamp_coeffs(self, b0_range: tuple[float, float] = (0.0, 1.0)) -> None:
-        """Optional projection, not applied unless called: keep b0 in ``b0_range``.
+        """Projection: keep b0 in ``b0_range``.
 
         With b0 ∈ [0, 1] a constant border rounds v to ceil(v) − 1 or ceil(v), i.e. to one of
         its two grid neighbours; b1 and b2 are left free.
         """
         self.coeffs[0].clamp_(*b0_range)
+
+    def after_step(self) -> None:
+        """Called by the reconstruction loop after each optimizer step: the b0 projection when
+        ``clamp_b0`` is set (``--option border_clamp_b0=true``)."""
+        if self.clamp_b0:
+            self.clamp_coeffs()
 
     def export_params(self) -> dict[str, Any]:
         """What the exporter writes into ``com.aquant::BorderRound`` (DESIGN §4).

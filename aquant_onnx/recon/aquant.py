@@ -49,6 +49,7 @@ def make_border_quantizer(
             channels = layer.weight.shape[0]
         quantizer = BorderQuantizer(channels, shape, plain.bits, axis=axis, signed=plain.signed,
                                     grad_through_border=config.border.grad_through_border)
+    quantizer.clamp_b0 = config.border.clamp_b0
     return quantizer.init_from(plain.step_size().detach(), plain.zero_point)
 
 

@@ -155,6 +155,7 @@ def optimize_unit(
     for module in train_modules:
         module.train()
     step_fn = _forward_fn(graph, unit, settings.engine)
+    projections = [m.after_step for m in train_modules if hasattr(m, "after_step")]  # e.g. border b0 clamping
     bar = progress(total=settings.iters, desc=unit.name, leave=False)
     count, last = len(cache), float("nan")
     running = torch.zeros((), device=device)
@@ -179,6 +180,8 @@ def optimize_unit(
                 for param in group.params:  # Adam skips (and keeps no state for) a parameter without grad
                     param.grad = None
         optimizer.step()
+        for after_step in projections:
+            after_step()
         running += loss.detach()
         if (step + 1) % LOG_EVERY == 0 or step + 1 == settings.iters:
             done = (step % LOG_EVERY) + 1
