@@ -266,6 +266,8 @@ def _quant_config(params: dict[str, Any], extra: dict[str, Any]) -> QuantConfig:
 @click.option("--grad-through-border", "grad_through_border", flag_value=True, default=None,
               help="AQuant training: pass 1 - dB/dv (the border's slope) as the straight-through gradient to the "
                    "activation and its step, instead of 1 [default: off].")
+@click.option("--border-clamp-b0", "border_clamp_b0", flag_value=True, default=None,
+              help="AQuant training: project each border's b0 into [0, 1] after every optimizer step [default: off].")
 @click.option("--border-op", type=click.Choice(["custom", "onnx"]), default=None,
               help="Write borders as com.aquant::BorderRound (needs the op library) or standard ONNX ops [default: custom].")
 @click.option("--conv-integer/--no-conv-integer", "conv_integer", default=None,
