@@ -110,6 +110,9 @@ IM2COL_CASES = [
     # stride 1 runs a tap's windows as one contiguous run of the padded plane: dilations and asymmetric pads
     ((2, 3, 9, 7), (3, 2), (1, 1), (2, 1, 0, 2), (2, 3), True, 2, "uint8", None),
     ((1, 2, 5, 6), (3, 3), (1, 1), (0, 1, 1, 0), (1, 1), True, 3, "int8", (-8, 7)),
+    # rows of a multiple of 32 windows go straight to the output, row by row
+    ((1, 2, 32, 32), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), True, 3, "uint8", None),
+    ((2, 1, 6, 34), (3, 3), (1, 1), (0, 0, 0, 0), (1, 1), False, 2, "int8", (-8, 7)),
 ]
 
 
