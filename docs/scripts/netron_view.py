@@ -67,7 +67,8 @@ class Chromium:
     """Headless Chromium with one page, driven over the DevTools pipe. Use as a context manager."""
 
     def __init__(self, binary: str, width: int = 1600, height: int = 1000, pixel_ratio: float = 1.0) -> None:
-        self._profile = tempfile.TemporaryDirectory(prefix="aquant-chromium-")
+        # Helpers that outlive the kill (crashpad) may still touch the profile: never fail on cleanup.
+        self._profile = tempfile.TemporaryDirectory(prefix="aquant-chromium-", ignore_cleanup_errors=True)
         to_browser_read, self._to_browser = os.pipe()
         self._from_browser, from_browser_write = os.pipe()
         # The protocol wants exactly fds 3 (commands in) and 4 (replies out). Copies above 9 cannot
@@ -78,7 +79,8 @@ class Chromium:
                 "about:blank"]
         quiet = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
         pipes = [(os.POSIX_SPAWN_DUP2, ends[0], 3), (os.POSIX_SPAWN_DUP2, ends[1], 4)]
-        self._pid = os.posix_spawn(binary, args, os.environ, file_actions=[*quiet, *pipes])
+        # Its own process group, so close() stops the renderer and GPU helpers along with the browser.
+        self._pid = os.posix_spawn(binary, args, os.environ, file_actions=[*quiet, *pipes], setpgroup=0)
         for fd in (to_browser_read, from_browser_write, *ends):
             os.close(fd)
         self._buffer = b""
@@ -100,8 +102,8 @@ class Chromium:
         self.close()
 
     def close(self) -> None:
-        """Stop the browser and remove its profile."""
-        os.kill(self._pid, signal.SIGKILL)
+        """Stop the browser and its helper processes and remove its profile."""
+        os.killpg(self._pid, signal.SIGKILL)
         os.waitpid(self._pid, 0)
         os.close(self._to_browser)
         os.close(self._from_browser)
