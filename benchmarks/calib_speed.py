@@ -102,15 +102,15 @@ def write(rows: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="resnet20", choices=sorted(MODELS))
-    parser.add_argument("--blocks", default="1,5,9")
-    parser.add_argument("--engines", default="eager,compiled")
+    parser.add_argument("--model", default="resnet20", choices=sorted(MODELS), help="shared model whose blocks are timed")
+    parser.add_argument("--blocks", default="1,5,9", help="comma-separated block indices (inspect --blocks)")
+    parser.add_argument("--engines", default="eager,compiled", help="comma-separated loop engines to compare")
     parser.add_argument("--methods", default="qdrop", help="comma-separated: qdrop, aquant, brecq, flexround")
-    parser.add_argument("--iters", type=int, default=100)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--num-calib", type=int, default=256)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=100, help="timed iterations per block")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed iterations first (compilation, caches)")
+    parser.add_argument("--num-calib", type=int, default=256, help="calibration images cached for the blocks")
+    parser.add_argument("--device", default="auto", help="cpu, or auto (CUDA when torch sees it)")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--act-drop", type=float, default=None,
                         help="activation dropout of the quantizers (default: the method's, as in calibration)")
     args = parser.parse_args()

@@ -47,10 +47,10 @@ def write(rows: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="resnet20,mobilenet_v2")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--models", default="resnet20,mobilenet_v2", help="comma-separated shared models")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated export variants (as ort_latency.py)")
     parser.add_argument("--iters", type=int, default=2, help="reconstruction iterations (as ort_latency.py)")
-    parser.add_argument("--num-calib", type=int, default=32)
+    parser.add_argument("--num-calib", type=int, default=32, help="calibration images (tiny: size only)")
     parser.add_argument("--resume", action="store_true", help="skip (model, variant) rows already in the CSV")
     parser.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR),
                         help="export cache shared with ort_latency.py, so sizes are those of the timed files")

@@ -195,7 +195,7 @@ def parse_bits(text: str) -> list[tuple[int, int]]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="resnet20,mobilenet_v2")
+    parser.add_argument("--models", default="resnet20,mobilenet_v2", help="comma-separated shared models")
     parser.add_argument("--bits", default="8/8,4/8,4/4", help="comma-separated W/A pairs of 8 or 4 bits")
     parser.add_argument("--calibrate", default="minmax,percentile", help="ORT calibration methods")
     parser.add_argument("--num-calib", type=int, default=1000, help="calibration images, as aquant-onnx --num-calib")

@@ -147,3 +147,33 @@ def test_result_files_take_new_columns_without_losing_rows(tmp_path: Path) -> No
         csv.writer(handle).writerow(["c", "3.0"])
     assert read_csv(path)[-1] == {"model": "c", "top1": "3.0", "calib_set": ""}
     assert path.read_text().splitlines()[0] == "model,top1,calib_set"
+
+
+BENCHMARK_SCRIPTS = ["__main__", "accuracy", "calib_speed", "memory", "model_size", "model_sources", "ort_latency",
+                     "ort_quantize", "parity"]
+
+
+@pytest.mark.parametrize("script", BENCHMARK_SCRIPTS)
+def test_every_benchmark_flag_explains_itself(script: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--help`` of each benchmark script has a line for every flag, subcommands included."""
+    import importlib
+
+    parsers: list[argparse.ArgumentParser] = []
+
+    def capture(parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        parsers.append(parser)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
+    monkeypatch.setattr(sys, "argv", [script])
+    with pytest.raises(SystemExit):
+        importlib.import_module(f"benchmarks.{script}").main()
+    pending, undocumented = list(parsers), []
+    while pending:
+        parser = pending.pop()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                pending.extend(action.choices.values())
+            elif action.option_strings and not action.help:
+                undocumented.append(f"{parser.prog} {action.option_strings[0]}")
+    assert parsers and not undocumented
