@@ -7,11 +7,17 @@ Models are calibrated with a tiny schedule (``--iters``, ``--num-calib``): laten
 graph, not on how well the parameters were learned. Exported models are cached in ``--work-dir``
 (default ``out/ort_latency``, not committed). Variants:
 
-- ``fp32``: the float model; ``qdq_w8a8``: QDrop W8A8, Q -> DQ (ORT fuses it into integer kernels);
+- ``fp32``: the float model; ``ort_qdq_w8a8``: ``onnxruntime.quantization.quantize_static`` W8A8 (MinMax, QDQ,
+  per-channel, as ``benchmarks.ort_quantize``): ORT's own int8 model, quantizing every conv output and
+  residual Add too, so ORT runs it in int8 end to end;
+- ``qdq_w8a8``: QDrop W8A8, Q -> DQ on layer inputs only (ORT fuses a layer into QLinearConv where its
+  output feeds the next quantized input);
 - ``qdq_w4a4``: QDrop W4A4, Q -> Clip -> DQ below 8 bits (the reference of the AQuant ratios);
 - ``aquant_channel`` / ``aquant_im2col``: AQuant W4A4 with ``com.aquant::BorderRound``;
   ``*_onnx``: the same models with ``--border-op onnx`` (standard ops only).
 
+Sessions come from ``aquant_onnx.runtime.session``: ``session.x64quantprecision`` (exact but slow
+int8 sums) is set only on x86 hosts without VNNI (column ``x64quantprecision``).
 Timing: ``--warmup`` runs, then the median of N runs; the variants of one (model, batch) run in
 interleaved rounds (each round gives each variant a ~0.5 s block of runs) so load drift hits them
 alike, about ``--seconds`` per variant (at least ``--min-runs`` runs); random input; intra-op
@@ -54,11 +60,13 @@ CSV_PATH = RESULTS / "ort_latency.csv"
 MD_PATH = RESULTS / "ort_latency.md"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIELDS = ["model", "variant", "batch", "provider", "median_ms", "runs", "gb_per_s", "ratio_vs_qdq_w4a4",
-          "ratio_vs_fp32", "threads", "load_1min", "calib", "ort", "device", "date", "commit", "seed", "calib_set",
-          "torch"]
-# variant -> calibration options (None: the float model) and border op of the export.
+          "ratio_vs_fp32", "threads", "x64quantprecision", "load_1min", "calib", "ort", "device", "date", "commit",
+          "seed", "calib_set", "torch"]
+# variant -> calibration options (None: the float model) and border op of the export;
+# ORT_QUANTIZE_VARIANTS come from onnxruntime.quantization instead (benchmarks.ort_quantize).
 VARIANTS: dict[str, dict | None] = {
     "fp32": None,
+    "ort_qdq_w8a8": {"w_bits": 8, "a_bits": 8},
     "qdq_w8a8": {"method": "qdrop", "w_bits": 8, "a_bits": 8},
     "qdq_w4a4": {"method": "qdrop", "w_bits": 4, "a_bits": 4},
     "aquant_channel": {"method": "aquant", "w_bits": 4, "a_bits": 4, "border_granularity": "channel"},
@@ -68,6 +76,7 @@ VARIANTS: dict[str, dict | None] = {
     "aquant_im2col_onnx": {"method": "aquant", "w_bits": 4, "a_bits": 4, "border_granularity": "im2col",
                            "border_op": "onnx"},
 }
+ORT_QUANTIZE_VARIANTS = {"ort_qdq_w8a8"}
 DEFAULT_WORK_DIR = REPO_ROOT / "out" / "ort_latency"  # export cache (not committed)
 KERNEL_MODEL = "kernel[N,96,112,112]"  # MobileNetV2's largest depthwise-conv input (block 2)
 KERNEL_CHANNELS, KERNEL_SIZE = 96, 112
@@ -109,7 +118,7 @@ def build_models(model_key: str, variants: list[str], work_dir: Path, iters: int
     Variants that differ only in ``border_op`` share one calibration. For the CUDA provider the
     AQuant models are exported without ConvInteger (the CUDA EP has no kernel for it).
     """
-    from aquant_onnx.config import BorderOp
+    from aquant_onnx.config import BorderOp, QuantConfig
     from aquant_onnx.pipeline import calibrate, export
 
     spec = MODELS[model_key]
@@ -126,6 +135,11 @@ def build_models(model_key: str, variants: list[str], work_dir: Path, iters: int
         path = out / f"{variant}.onnx"
         paths[variant] = path
         if path.exists():
+            continue
+        if variant in ORT_QUANTIZE_VARIANTS:
+            from .ort_quantize import quantize_model
+
+            quantize_model(model_key, path, num_calib, QuantConfig().seed, **options)
             continue
         calib_options = {k: v for k, v in options.items() if k != "border_op"}
         key = json.dumps(calib_options, sort_keys=True)
@@ -207,24 +221,12 @@ def time_interleaved(calls: dict[str, Callable[[], None]], warmup: int, seconds:
 
 
 def open_session(path: Path | bytes, provider: str, threads: int, profile_prefix: str | None = None) -> Any:
-    """``aquant_onnx.runtime.session``; with ``profile_prefix`` an equivalent session with ORT profiling on."""
+    """``aquant_onnx.runtime.session`` (ORT profiling on with ``profile_prefix``)."""
     from aquant_onnx.runtime import session
 
     providers = [_provider_name(provider)] + (["CPUExecutionProvider"] if provider == "cuda" else [])
-    if profile_prefix is None:
-        sess = session(path if isinstance(path, bytes) else str(path), providers=providers, intra_op_threads=threads)
-    else:
-        import onnxruntime as ort
-
-        from aquant_onnx.runtime import library_path
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.add_session_config_entry("session.x64quantprecision", "1")
-        options.register_custom_ops_library(str(library_path()))
-        options.enable_profiling = True
-        options.profile_file_prefix = profile_prefix
-        sess = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    sess = session(path if isinstance(path, bytes) else str(path), providers=providers, intra_op_threads=threads,
+                   profile_prefix=profile_prefix)
     if provider == "cuda" and sess.get_providers()[0] != "CUDAExecutionProvider":
         raise SystemExit(f"CUDA EP not active for {path}: {sess.get_providers()}")
     return sess
@@ -380,12 +382,14 @@ def _row(model: str, variant: str, batch: int, provider: str, ms: float, runs: i
          args: argparse.Namespace, gb_per_s: float | str = "", calib: str = "") -> dict:
     """One result row, printed and (unless ``--dry-run``) saved at once, so an interrupted run can ``--resume``."""
     from aquant_onnx.config import QuantConfig
+    from aquant_onnx.runtime.session import int8_sums_can_saturate
 
     meta = run_metadata(provider)
     calibrated = bool(calib)  # fp32 and kernel rows have no calibration
     row = {"model": model, "variant": variant, "batch": batch, "provider": provider, "median_ms": round(ms, 3),
            "runs": runs, "gb_per_s": gb_per_s, "ratio_vs_qdq_w4a4": "", "ratio_vs_fp32": "", "threads": threads,
-           "load_1min": _load_1min(), "calib": calib, "ort": meta["onnxruntime"], "device": meta["device"],
+           "x64quantprecision": int(int8_sums_can_saturate()), "load_1min": _load_1min(), "calib": calib,
+           "ort": meta["onnxruntime"], "device": meta["device"],
            "date": meta["date"], "commit": meta["commit"], "torch": meta["torch"],
            "seed": QuantConfig().seed if calibrated else "",
            "calib_set": calibration_set(MODELS[model]["calib"]) if calibrated else ""}
@@ -427,7 +431,7 @@ def write(rows: list[dict]) -> None:
         writer.writeheader()
         writer.writerows(all_rows)
     model_fields = ["model", "variant", "batch", "provider", "median_ms", "ratio_vs_qdq_w4a4", "ratio_vs_fp32",
-                    "runs", "threads", "load_1min", "calib", "ort", "date", "commit"]
+                    "runs", "threads", "x64quantprecision", "load_1min", "calib", "ort", "date", "commit"]
     kernel_fields = ["model", "variant", "batch", "provider", "median_ms", "gb_per_s", "runs", "threads",
                      "load_1min", "ort", "device", "date"]
     lines = ["# ONNX Runtime latency (median of N runs, random input)", "",
@@ -447,10 +451,17 @@ def write(rows: list[dict]) -> None:
 # ---------------------------------------------------------------- main
 
 
+def _calib_label(variant: str, args: argparse.Namespace) -> str:
+    if VARIANTS[variant] is None:
+        return ""
+    if variant in ORT_QUANTIZE_VARIANTS:
+        return f"quantize_static,minmax,num_calib={args.num_calib}"
+    return f"iters={args.iters},num_calib={args.num_calib}"
+
+
 def measure_models(args: argparse.Namespace, done: set[tuple]) -> list[dict]:
     rows = []
     rng = np.random.default_rng(0)
-    calib = f"iters={args.iters},num_calib={args.num_calib}"
     for model_key in filter(None, args.models.split(",")):  # --models "" skips the models
         variants = args.variants.split(",")
         pending = [(v, b) for v in variants for b in args.batches
@@ -465,7 +476,7 @@ def measure_models(args: argparse.Namespace, done: set[tuple]) -> list[dict]:
                 calls[variant] = _runner(sess, _input_feeds(sess, batch, rng), args.provider)
             for variant, (ms, runs) in time_interleaved(calls, args.warmup, args.seconds, args.min_runs).items():
                 rows.append(_row(model_key, variant, batch, args.provider, ms, runs, args.threads, args,
-                                 calib="" if variant == "fp32" else calib))
+                                 calib=_calib_label(variant, args)))
         if args.profile:
             for variant in variants:
                 prefix = str(Path(args.work_dir) / model_key / f"profile_{variant}_b{args.batches[-1]}")

@@ -104,6 +104,18 @@ def quantize(model_path: Path, output: Path, calib: CalibrationSet, calibrate: s
     )
 
 
+def quantize_model(model_key: str, output: Path, num_calib: int, seed: int, calibrate: str = "minmax",
+                   w_bits: int = 8, a_bits: int = 8) -> None:
+    """``quantize_static`` of a benchmark model on its own calibration images (ranges cached beside ``output``)."""
+    spec = MODELS[model_key]
+    model_path = Path(spec["path"])
+    model = onnx.load(str(model_path))
+    calib = load_calibration(spec["calib"], model_inputs_of(model),
+                             preprocessing_for_model(model, model_path=str(model_path)), num_calib, seed)
+    quantize(model_path, output, calib, calibrate, w_bits, a_bits,
+             output.with_name(f"ranges_{calibrate}_n{num_calib}_s{seed}.json"))
+
+
 def row_key(row: dict) -> tuple[str, ...]:
     return tuple(str(row[k]) for k in KEY)
 

@@ -12,7 +12,9 @@ Likewise for ConvInteger layers (exported by default for the CPU EP), which the 
 
 from __future__ import annotations
 
+import functools
 import logging
+import platform
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 AQUANT_DOMAIN = "com.aquant"
+X86_MACHINES = {"x86_64", "amd64", "i386", "i686", "x86"}
+VNNI_CPU_FLAGS = {"avx512_vnni", "avx_vnni"}  # MLAS then sums u8·s8 products in int32 (vpdpbusd)
 
 
 def _proto(model: Any) -> Any:
@@ -53,6 +57,22 @@ def uses_conv_integer(model: Any) -> bool:
     return any(node.op_type == "ConvInteger" and node.domain in ("", "ai.onnx") for node in _nodes(_proto(model)))
 
 
+@functools.lru_cache(maxsize=1)
+def int8_sums_can_saturate(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether ONNX Runtime's CPU EP adds u8·s8 products in saturating 16-bit pairs on this host:
+    x86 without VNNI (tools/README §3). ``session.x64quantprecision`` then buys exact sums, at
+    a cost: int8 QDQ models run slower on its U8U8 path. An x86 host whose CPU flags cannot be
+    read counts as saturating; ARM's dot-product kernels are exact."""
+    if platform.machine().lower() not in X86_MACHINES:
+        return False
+    try:
+        lines = Path(cpuinfo).read_text().splitlines()
+    except OSError:
+        return True
+    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
+    return not VNNI_CPU_FLAGS & set(flags)
+
+
 def _provider_name(provider: Any) -> str:
     return provider[0] if isinstance(provider, tuple) else provider
 
@@ -60,16 +80,20 @@ def _provider_name(provider: Any) -> str:
 def session(
     model: str | Path | bytes,
     providers: Sequence[Any] | str = ("CPUExecutionProvider",),
-    exact_int8: bool = True,
+    exact_int8: bool | None = None,
     intra_op_threads: int | None = None,
+    profile_prefix: str | None = None,
 ) -> Any:
     """Open ``model`` (path, serialized bytes or ModelProto) in ONNX Runtime with the op library registered.
 
     ``providers`` takes ORT provider names/tuples or the aliases ``"cpu"``/``"cuda"``.
     ``exact_int8`` sets ``session.x64quantprecision`` so the CPU EP's integer kernels do
-    not saturate in 16-bit intermediates on hosts without VNNI (tools/README §3).
+    not saturate in 16-bit intermediates; ``None`` (default): only where they would
+    (:func:`int8_sums_can_saturate`, x86 without VNNI), as the flag slows int8 kernels down.
     ``intra_op_threads`` fixes ORT's intra-op thread pool size (``None``: ORT's default,
     one thread per physical core), e.g. for reproducible latency measurements.
+    ``profile_prefix``: ORT profiles the session's runs into ``<prefix>_<date>.json``
+    (``end_profiling()`` writes it).
 
     Raises:
         RuntimeLibraryError: the model uses ``com.aquant`` ops and the library is missing or
@@ -88,7 +112,10 @@ def session(
     options.log_severity_level = 3
     if intra_op_threads is not None:
         options.intra_op_num_threads = intra_op_threads
-    if exact_int8:
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    if exact_int8 or (exact_int8 is None and int8_sums_can_saturate()):
         options.add_session_config_entry("session.x64quantprecision", "1")
     _register_library(options, model, providers)
     if any(_provider_name(p) == "CUDAExecutionProvider" for p in providers) and uses_conv_integer(model):
