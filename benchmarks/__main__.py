@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--match", default="", help="only jobs whose name contains this text")
     report = commands.add_parser("report", help="regenerate the README results section and docs/ plots")
     report.add_argument("--results", type=Path, default=RESULTS, help="folder of the result CSVs")
-    report.add_argument("--readme", type=Path, default=REPO_ROOT / "README.md", help="README whose results section is rewritten")
+    report.add_argument("--readme", type=Path, default=REPO_ROOT / "README.md",
+                        help="README whose results section is rewritten")
     report.add_argument("--docs", type=Path, default=REPO_ROOT / "docs", help="where the PNG plots go")
     report.add_argument("--no-plots", action="store_true", help="tables only (no matplotlib needed)")
     args = parser.parse_args(argv)

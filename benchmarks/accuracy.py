@@ -145,7 +145,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet20", choices=sorted(MODELS), help="shared model to quantize")
     parser.add_argument("--methods", default="rtn,qdrop",
-                        help="comma-separated: rtn, adaround, brecq, qdrop, flexround, aquant (FP32 rows always come first)")
+                        help="comma-separated: rtn, adaround, brecq, qdrop, flexround, aquant (FP32 rows come first)")
     parser.add_argument("--bits", default="4/4", help="comma-separated W/A pairs, e.g. 4/4,2/4")
     parser.add_argument("--iters", type=int, default=2000, help="reconstruction iterations per block")
     parser.add_argument("--seeds", default="1005", help="comma-separated seeds, one row each")
@@ -155,7 +155,8 @@ def main() -> None:
     parser.add_argument("--engine", default="eager", choices=["eager", "compiled"], help="reconstruction loop engine")
     parser.add_argument("--device", default="auto", help="cpu, or auto (CUDA when torch sees it)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    parser.add_argument("--resume", action="store_true", help="skip rows already in the CSV; continue from block checkpoints")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip rows already in the CSV; continue from block checkpoints")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="flat quantization option (ablation row), e.g. border=linear; repeatable")
     args = parser.parse_args()

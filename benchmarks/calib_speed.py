@@ -102,7 +102,8 @@ def write(rows: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="resnet20", choices=sorted(MODELS), help="shared model whose blocks are timed")
+    parser.add_argument("--model", default="resnet20", choices=sorted(MODELS),
+                        help="shared model whose blocks are timed")
     parser.add_argument("--blocks", default="1,5,9", help="comma-separated block indices (inspect --blocks)")
     parser.add_argument("--engines", default="eager,compiled", help="comma-separated loop engines to compare")
     parser.add_argument("--methods", default="qdrop", help="comma-separated: qdrop, aquant, brecq, flexround")

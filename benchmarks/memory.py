@@ -75,7 +75,8 @@ def measure(model_key: str, num_calib: int, iters: int, bits: int, threads: int)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="mobilenet_v2", choices=sorted(MODELS), help="shared model to calibrate")
-    parser.add_argument("--num-calib", type=int, default=1024, help="calibration images (above 1,000 topped up from imagenet_val)")
+    parser.add_argument("--num-calib", type=int, default=1024,
+                        help="calibration images (above 1,000 topped up from imagenet_val)")
     parser.add_argument("--iters", type=int, default=2, help="reconstruction iterations per block (short: memory only)")
     parser.add_argument("--bits", type=int, default=4, help="weight and activation bits")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the child process")

@@ -17,7 +17,7 @@ from pathlib import Path
 from aquant_onnx.config import QuantConfig
 
 from .models import MODELS
-from .ort_latency import DEFAULT_WORK_DIR, VARIANTS, build_models
+from .ort_latency import DEFAULT_WORK_DIR, VARIANTS, build_models, calib_label
 from .results_io import RESULTS, append_csv, calibration_set, markdown_table, read_csv, run_metadata
 
 CSV_PATH = RESULTS / "model_size.csv"
@@ -32,8 +32,7 @@ def measure(model_key: str, variants: list[str], work_dir: Path, iters: int, num
     calibration = {"seed": QuantConfig().seed, "calib_set": calibration_set(MODELS[model_key]["calib"])}
     return [{"model": model_key, "variant": variant, "bytes": paths[variant].stat().st_size,
              "ratio_vs_fp32": round(paths[variant].stat().st_size / fp32_bytes, 3), **meta,
-             **({"calib": ""} if VARIANTS[variant] is None else
-                {"calib": f"iters={iters},num_calib={num_calib}", **calibration})}
+             "calib": calib_label(variant, iters, num_calib), **(calibration if VARIANTS[variant] is not None else {})}
             for variant in variants]
 
 
@@ -48,7 +47,8 @@ def write(rows: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="resnet20,mobilenet_v2", help="comma-separated shared models")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated export variants (as ort_latency.py)")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="comma-separated export variants (as ort_latency.py)")
     parser.add_argument("--iters", type=int, default=2, help="reconstruction iterations (as ort_latency.py)")
     parser.add_argument("--num-calib", type=int, default=32, help="calibration images (tiny: size only)")
     parser.add_argument("--resume", action="store_true", help="skip (model, variant) rows already in the CSV")

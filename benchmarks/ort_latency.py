@@ -451,12 +451,13 @@ def write(rows: list[dict]) -> None:
 # ---------------------------------------------------------------- main
 
 
-def _calib_label(variant: str, args: argparse.Namespace) -> str:
+def calib_label(variant: str, iters: int, num_calib: int) -> str:
+    """How ``build_models`` made ``variant`` (the ``calib`` column; empty for the float model)."""
     if VARIANTS[variant] is None:
         return ""
     if variant in ORT_QUANTIZE_VARIANTS:
-        return f"quantize_static,minmax,num_calib={args.num_calib}"
-    return f"iters={args.iters},num_calib={args.num_calib}"
+        return f"quantize_static,minmax,num_calib={num_calib}"
+    return f"iters={iters},num_calib={num_calib}"
 
 
 def measure_models(args: argparse.Namespace, done: set[tuple]) -> list[dict]:
@@ -476,7 +477,7 @@ def measure_models(args: argparse.Namespace, done: set[tuple]) -> list[dict]:
                 calls[variant] = _runner(sess, _input_feeds(sess, batch, rng), args.provider)
             for variant, (ms, runs) in time_interleaved(calls, args.warmup, args.seconds, args.min_runs).items():
                 rows.append(_row(model_key, variant, batch, args.provider, ms, runs, args.threads, args,
-                                 calib=_calib_label(variant, args)))
+                                 calib=calib_label(variant, args.iters, args.num_calib)))
         if args.profile:
             for variant in variants:
                 prefix = str(Path(args.work_dir) / model_key / f"profile_{variant}_b{args.batches[-1]}")
@@ -505,7 +506,8 @@ def main() -> None:
     parser.add_argument("--kernel-only", action="store_true", help="measure only the BorderRound kernel (no models)")
     parser.add_argument("--layer-forms", action="store_true", help="also time one layer in its integer forms")
     parser.add_argument("--profile", action="store_true", help="ORT-profile each variant at the last batch size")
-    parser.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR), help="cache of the exported models (not committed)")
+    parser.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR),
+                        help="cache of the exported models (not committed)")
     parser.add_argument("--resume", action="store_true", help="skip rows already in the CSV")
     parser.add_argument("--dry-run", action="store_true", help="print rows, write nothing")
     args = parser.parse_args()

@@ -100,8 +100,10 @@ def write_markdown(rows: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="resnet20", choices=sorted(MODELS), help="shared model to quantize with AQuant")
-    parser.add_argument("--border", default="quadratic", choices=["quadratic", "linear", "constant"], help="border form")
+    parser.add_argument("--model", default="resnet20", choices=sorted(MODELS),
+                        help="shared model to quantize with AQuant")
+    parser.add_argument("--border", default="quadratic", choices=["quadratic", "linear", "constant"],
+                        help="border form")
     parser.add_argument("--granularity", default="im2col", choices=["im2col", "channel"], help="border granularity")
     parser.add_argument("--w-bits", type=int, default=4, help="weight bits")
     parser.add_argument("--a-bits", type=int, default=4, help="activation bits")
@@ -110,7 +112,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="batch size of calibration and evaluation")
     parser.add_argument("--limit", type=int, default=1000, help="eval images (even stride over the sorted set)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    parser.add_argument("--provider", default="cpu", choices=["cpu", "cuda"], help="ORT execution provider of both exports")
+    parser.add_argument("--provider", default="cpu", choices=["cpu", "cuda"],
+                        help="ORT execution provider of both exports")
     run(parser.parse_args())
 
 
