@@ -62,11 +62,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 FIELDS = ["model", "variant", "batch", "provider", "median_ms", "runs", "gb_per_s", "ratio_vs_qdq_w4a4",
           "ratio_vs_fp32", "threads", "x64quantprecision", "load_1min", "calib", "ort", "device", "date", "commit",
           "seed", "calib_set", "torch"]
-# variant -> calibration options (None: the float model) and border op of the export;
-# ORT_QUANTIZE_VARIANTS come from onnxruntime.quantization instead (benchmarks.ort_quantize).
+# variant -> calibration options (None: the float model) and border op of the export; with a
+# "quantize_static" key (its calibration method) onnxruntime.quantization makes it instead.
 VARIANTS: dict[str, dict | None] = {
     "fp32": None,
-    "ort_qdq_w8a8": {"w_bits": 8, "a_bits": 8},
+    "ort_qdq_w8a8": {"quantize_static": "minmax", "w_bits": 8, "a_bits": 8},
     "qdq_w8a8": {"method": "qdrop", "w_bits": 8, "a_bits": 8},
     "qdq_w4a4": {"method": "qdrop", "w_bits": 4, "a_bits": 4},
     "aquant_channel": {"method": "aquant", "w_bits": 4, "a_bits": 4, "border_granularity": "channel"},
@@ -76,7 +76,6 @@ VARIANTS: dict[str, dict | None] = {
     "aquant_im2col_onnx": {"method": "aquant", "w_bits": 4, "a_bits": 4, "border_granularity": "im2col",
                            "border_op": "onnx"},
 }
-ORT_QUANTIZE_VARIANTS = {"ort_qdq_w8a8"}
 DEFAULT_WORK_DIR = REPO_ROOT / "out" / "ort_latency"  # export cache (not committed)
 KERNEL_MODEL = "kernel[N,96,112,112]"  # MobileNetV2's largest depthwise-conv input (block 2)
 KERNEL_CHANNELS, KERNEL_SIZE = 96, 112
@@ -136,10 +135,11 @@ def build_models(model_key: str, variants: list[str], work_dir: Path, iters: int
         paths[variant] = path
         if path.exists():
             continue
-        if variant in ORT_QUANTIZE_VARIANTS:
+        if "quantize_static" in options:
             from .ort_quantize import quantize_model
 
-            quantize_model(model_key, path, num_calib, QuantConfig().seed, **options)
+            quantize_model(model_key, path, num_calib, QuantConfig().seed, options["quantize_static"],
+                           options["w_bits"], options["a_bits"])
             continue
         calib_options = {k: v for k, v in options.items() if k != "border_op"}
         key = json.dumps(calib_options, sort_keys=True)
@@ -453,10 +453,11 @@ def write(rows: list[dict]) -> None:
 
 def calib_label(variant: str, iters: int, num_calib: int) -> str:
     """How ``build_models`` made ``variant`` (the ``calib`` column; empty for the float model)."""
-    if VARIANTS[variant] is None:
+    options = VARIANTS[variant]
+    if options is None:
         return ""
-    if variant in ORT_QUANTIZE_VARIANTS:
-        return f"quantize_static,minmax,num_calib={num_calib}"
+    if "quantize_static" in options:
+        return f"quantize_static,{options['quantize_static']},num_calib={num_calib}"
     return f"iters={iters},num_calib={num_calib}"
 
 

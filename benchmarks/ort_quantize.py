@@ -104,8 +104,8 @@ def quantize(model_path: Path, output: Path, calib: CalibrationSet, calibrate: s
     )
 
 
-def quantize_model(model_key: str, output: Path, num_calib: int, seed: int, calibrate: str = "minmax",
-                   w_bits: int = 8, a_bits: int = 8) -> None:
+def quantize_model(model_key: str, output: Path, num_calib: int, seed: int, calibrate: str, w_bits: int,
+                   a_bits: int) -> None:
     """``quantize_static`` of a benchmark model on its own calibration images (ranges cached beside ``output``)."""
     spec = MODELS[model_key]
     model_path = Path(spec["path"])

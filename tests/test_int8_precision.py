@@ -20,8 +20,8 @@ from aquant_onnx.runtime.session import int8_sums_can_saturate, session
 CHANNELS, FILTERS = 64, 8
 
 
-def _saturating_qdq_conv() -> tuple[bytes, np.ndarray, np.ndarray]:
-    """A QDQ 1×1 Conv that ORT fuses into QLinearConv, its input and its exact output."""
+def _saturating_qdq_conv() -> tuple[bytes, np.ndarray, np.ndarray, np.float32]:
+    """A QDQ 1×1 Conv that ORT fuses into QLinearConv, its input, its exact output and its output step."""
     x = np.full((1, CHANNELS, 2, 2), 255, np.float32)
     w = np.full((FILTERS, CHANNELS, 1, 1), 127, np.int8)
     w[1::2] = -128
@@ -41,19 +41,18 @@ def _saturating_qdq_conv() -> tuple[bytes, np.ndarray, np.ndarray]:
                               [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
                               [numpy_helper.from_array(np.asarray(v), k) for k, v in constants.items()])
     model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
-    return model.SerializeToString(), x, exact.astype(np.float32)
+    return model.SerializeToString(), x, exact.astype(np.float32), y_scale
 
 
 def test_default_session_sums_int8_products_exactly() -> None:
-    model, x, exact = _saturating_qdq_conv()
+    model, x, exact, step = _saturating_qdq_conv()
     out = session(model).run(None, {"x": x})[0][0, :, 0, 0]
-    step = 2 * np.abs(exact).max() / 255
     # one output step of rounding; a saturated sum would be off by about half its value
     np.testing.assert_allclose(out, exact, atol=step)
 
 
 def test_flag_follows_the_host_and_can_be_forced() -> None:
-    model, _, _ = _saturating_qdq_conv()
+    model, *_ = _saturating_qdq_conv()
 
     def flag(**kwargs: object) -> bool:
         options = session(model, **kwargs).get_session_options()
