@@ -110,9 +110,12 @@ IM2COL_CASES = [
     # stride 1 runs a tap's windows as one contiguous run of the padded plane: dilations and asymmetric pads
     ((2, 3, 9, 7), (3, 2), (1, 1), (2, 1, 0, 2), (2, 3), True, 2, "uint8", None),
     ((1, 2, 5, 6), (3, 3), (1, 1), (0, 1, 1, 0), (1, 1), True, 3, "int8", (-8, 7)),
-    # rows of a multiple of 32 windows go straight to the output, row by row
+    # rows of windows that fill whole vector iterations (32), and rows that do not
     ((1, 2, 32, 32), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), True, 3, "uint8", None),
     ((2, 1, 6, 34), (3, 3), (1, 1), (0, 0, 0, 0), (1, 1), False, 2, "int8", (-8, 7)),
+    # stride 1 stacks one channel's planes of 64K / (kh·kw·windows) = 7 images: groups of 7 and 2
+    ((9, 2, 32, 32), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), True, 2, "uint8", None),
+    ((9, 3, 32, 32), (3, 3), (1, 1), (0, 2, 1, 0), (1, 2), False, 3, "int8", (-8, 7)),
 ]
 
 
