@@ -28,6 +28,7 @@ PLOT_MODEL, PLOT_EVAL_SET = "resnet20", "cifar10_test_9k"  # the largest eval se
 ACCURACY_PLOT = "accuracy_vs_bits_{model}.png"
 LATENCY_PLOT = "latency_{provider}.png"
 LATENCY_REFERENCES = {"fp32": "× FP32", "qdq_w4a4": "× W4A4"}  # ort_latency variant -> ratio column
+LATENCY_KEY = ("model", "variant", "batch", "provider", "threads")  # one table per (provider, threads)
 
 
 # ---------------------------------------------------------------- helpers
@@ -305,18 +306,20 @@ def _ort_cell(row: dict) -> str:
 def latency_section(latency_rows: list[dict], size_rows: list[dict], plot_paths: dict[str, str]) -> list[str]:
     if not latency_rows:
         return []
-    latest = _latest(latency_rows, ("model", "variant", "batch", "provider"))
-    # References of the same run (same commit): rows of one run share the machine's load, others do not.
-    reference_ms = {(r["model"], r["variant"], r["batch"], r["provider"], r["commit"]): float(r["median_ms"])
-                    for r in latency_rows if r["variant"] in LATENCY_REFERENCES}
+    latest = _latest(latency_rows, LATENCY_KEY)
+    # References of the same run (same commit and thread count): rows of one run share the machine's
+    # load, others do not.
+    reference_ms = {(r["model"], r["variant"], r["batch"], r["provider"], r["threads"], r["commit"]):
+                    float(r["median_ms"]) for r in latency_rows if r["variant"] in LATENCY_REFERENCES}
     sizes = {(r["model"], r["variant"]): int(r["bytes"]) for r in _latest(size_rows, ("model", "variant"))}
     lines = ["### ONNX Runtime latency and model size", "",
              "Median ms per run (random input, latest measurement of each variant); `× FP32` and `× W4A4` divide",
              "by the FP32 and the plain QDQ W4A4 model measured in the same run (same commit; `–` when that run had",
              "none). Size: the exported `.onnx` file (`model_size.csv`).",
              ""]
-    for provider in sorted({r["provider"] for r in latest if r["provider"]}):
-        models = [r for r in latest if r["provider"] == provider and not r["model"].startswith("kernel")]
+    for provider, threads in _latency_settings(latest):
+        in_setting = [r for r in latest if (r["provider"], r["threads"]) == (provider, threads)]
+        models = [r for r in in_setting if not r["model"].startswith("kernel")]
         batches = sorted({int(r["batch"]) for r in models})
         table = []
         for model, variant in dict.fromkeys((r["model"], r["variant"]) for r in models):
@@ -326,7 +329,8 @@ def latency_section(latency_rows: list[dict], size_rows: list[dict], plot_paths:
                 cell = cells.get(batch)
                 row[f"batch {batch} ms"] = cell["median_ms"] if cell else "–"
                 for variant_ref, label in LATENCY_REFERENCES.items():
-                    ref = reference_ms.get((model, variant_ref, str(batch), provider, cell["commit"])) if cell else None
+                    ref = (reference_ms.get((model, variant_ref, str(batch), provider, threads, cell["commit"]))
+                           if cell else None)
                     row[f"{label} (b{batch})"] = f"{float(cell['median_ms']) / ref:.2f}" if ref else "–"
             row["size MB"] = f"{sizes[(model, variant)] / 1e6:.2f}" if (model, variant) in sizes else "–"
             row["threads"] = _values(cells.values(), "threads")
@@ -334,16 +338,27 @@ def latency_section(latency_rows: list[dict], size_rows: list[dict], plot_paths:
             table.append(row)
         ratio_labels = LATENCY_REFERENCES.values()
         per_batch = [f for b in batches for f in (f"batch {b} ms", *(f"{x} (b{b})" for x in ratio_labels))]
-        fields = ["model", "variant", *per_batch, "size MB", "threads", "commit"]
-        lines += [f"**{provider}** (device {_values(models, 'device')}; onnxruntime {_values(models, 'ort')})", "",
-                  *markdown_table(table, fields), ""]
-        kernels = [r for r in latest if r["provider"] == provider and r["model"].startswith("kernel")]
+        fields = ["model", "variant", *per_batch, "size MB", "commit"]
+        lines += [f"**{provider}, {threads} thread{'' if threads == '1' else 's'}** (device {_values(models, 'device')}; "
+                  f"onnxruntime {_values(models, 'ort')})", "", *markdown_table(table, fields), ""]
+        kernels = [r for r in in_setting if r["model"].startswith("kernel")]
         if kernels:
             lines += [f"BorderRound kernel on {kernels[0]['model']} (GB/s of float32 input read):", "",
                       *markdown_table(kernels, ["variant", "batch", "median_ms", "gb_per_s", "commit"]), ""]
-        if provider in plot_paths:
+        if provider in plot_paths and threads == _plotted_threads(latest, provider):
             lines += [f"![ORT latency, {provider}]({plot_paths[provider]})", ""]
     return lines
+
+
+def _latency_settings(rows: list[dict]) -> list[tuple[str, str]]:
+    """(provider, threads) pairs, most threads first: each gets its own table."""
+    settings = {(r["provider"], r["threads"]) for r in rows if r["provider"]}
+    return sorted(settings, key=lambda s: (s[0], -int(s[1] or 0)))
+
+
+def _plotted_threads(rows: list[dict], provider: str) -> str:
+    """The thread count whose rows the provider's plot shows: the largest measured."""
+    return next(t for p, t in _latency_settings(rows) if p == provider)
 
 
 # ---------------------------------------------------------------- plots
@@ -386,8 +401,10 @@ def plot_latency(latency_rows: list[dict], provider: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    latest = [r for r in _latest(latency_rows, ("model", "variant", "batch", "provider"))
-              if r["provider"] == provider and not r["model"].startswith("kernel")]
+    rows = _latest(latency_rows, LATENCY_KEY)
+    threads = _plotted_threads(rows, provider)
+    latest = [r for r in rows if (r["provider"], r["threads"]) == (provider, threads)
+              and not r["model"].startswith("kernel")]
     panels = sorted({(r["model"], int(r["batch"])) for r in latest}, key=lambda p: (p[0] != "resnet20", p))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 4), squeeze=False)
     for ax, (model, batch) in zip(axes[0], panels):
@@ -397,7 +414,7 @@ def plot_latency(latency_rows: list[dict], provider: str, path: Path) -> None:
         ax.set_title(f"{model}, batch {batch}", fontsize=9)
         ax.set_xlabel("median ms")
         ax.tick_params(labelsize=7)
-    fig.suptitle(f"ONNX Runtime latency ({provider})")
+    fig.suptitle(f"ONNX Runtime latency ({provider}, {threads} threads)")
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)

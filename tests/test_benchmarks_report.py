@@ -28,9 +28,9 @@ def _accuracy(method: str, bits: tuple[int, int], seed: int, iters: int, top1: f
             "iters": iters, "eval_set": "cifar10_test_9k", "top1": top1, "calib_seconds": seconds, **COMMON}
 
 
-def _latency(variant: str, batch: int, ms: float, commit: str) -> dict:
+def _latency(variant: str, batch: int, ms: float, commit: str, threads: int = 2) -> dict:
     return {"model": "resnet20", "variant": variant, "batch": batch, "provider": "cpu", "median_ms": ms,
-            "gb_per_s": "", "ratio_vs_fp32": "", "threads": 2, "ort": "1.32.0", "device": "x86_64 2 cores",
+            "gb_per_s": "", "ratio_vs_fp32": "", "threads": threads, "ort": "1.32.0", "device": "x86_64 2 cores",
             "commit": commit}
 
 
@@ -60,6 +60,8 @@ def results(tmp_path: Path) -> Path:
     _write(folder / "ort_latency.csv", [
         _latency("fp32", 1, 2.0, "aaa"), _latency("qdq_w4a4", 1, 1.0, "aaa"), _latency("aquant_channel", 1, 3.0, "aaa"),
         _latency("qdq_w4a4", 1, 1.5, "bbb"),  # latest qdq_w4a4 run, without an FP32 row of its own
+        # a 1-thread run at the same commit: its own table, and no reference for the 2-thread rows
+        _latency("fp32", 1, 4.0, "aaa", threads=1), _latency("aquant_channel", 1, 5.0, "aaa", threads=1),
     ])
     _write(folder / "model_size.csv", [{"model": "resnet20", "variant": "qdq_w4a4", "bytes": 250000}])
     _write(folder / "ablation.csv", [
@@ -103,8 +105,11 @@ def test_report_tables_come_from_the_csvs(results: Path, readme: Path, tmp_path:
     assert "| qdrop · 2000 it | – | 400 |" in lines
     assert "| rtn | 80 | – |" in lines
     # latency: latest row per variant; ratio only against the FP32 row of the same run
-    assert "| resnet20 | qdq_w4a4 | 1.5 | – | 1.00 | 0.25 | 2 | bbb |" in lines
-    assert "| resnet20 | aquant_channel | 3.0 | 1.50 | 3.00 | – | 2 | aaa |" in lines
+    two, one = lines.index("**cpu, 2 threads** (device x86_64 2 cores; onnxruntime 1.32.0)"), lines.index(
+        "**cpu, 1 thread** (device x86_64 2 cores; onnxruntime 1.32.0)")
+    assert two < lines.index("| resnet20 | qdq_w4a4 | 1.5 | – | 1.00 | 0.25 | bbb |") < one
+    assert two < lines.index("| resnet20 | aquant_channel | 3.0 | 1.50 | 3.00 | – | aaa |") < one
+    assert lines.index("| resnet20 | aquant_channel | 5.0 | 1.25 | – | – | aaa |") > one
     # ablations: each variant against the default AQuant (and QDrop) of its own seed, the paper's below
     seed_1005 = lines.index("**resnet20 on cifar10_test_9k**, seed 1005, 2000 it")
     assert lines[seed_1005 + 2:seed_1005 + 8] == [
@@ -130,3 +135,15 @@ def test_report_refuses_a_readme_without_markers(results: Path, tmp_path: Path) 
     with pytest.raises(SystemExit, match="results:start"):
         write_report(results, readme, tmp_path / "docs", plots=False)
     assert readme.read_text() == "# no markers\n"
+
+
+def test_latency_ratios_pair_rows_of_one_run_and_thread_count() -> None:
+    from benchmarks.ort_latency import add_ratios
+
+    rows = [_latency("qdq_w4a4", 1, 1.0, "aaa"), _latency("aquant_channel", 1, 1.3, "aaa"),
+            _latency("qdq_w4a4", 1, 2.0, "aaa", threads=1), _latency("aquant_channel", 1, 3.0, "aaa", threads=1),
+            _latency("aquant_channel", 1, 9.0, "ccc")]  # a run without its own W4A4 row
+    for row in rows:
+        row["ratio_vs_qdq_w4a4"] = ""
+    add_ratios(rows)
+    assert [row["ratio_vs_qdq_w4a4"] for row in rows] == [1.0, 1.3, 1.0, 1.5, ""]
