@@ -161,25 +161,27 @@ def speed_jobs() -> list[Job]:
 
 
 def latency_jobs() -> list[Job]:
-    """ORT latency of every model variant at batch 1 and 32, the BorderRound kernel, and exported model sizes."""
+    """ORT latency of every model variant at batch 1 and 32, the BorderRound kernel, and exported model sizes;
+    on CPU also with one intra-op thread (the shared 2-core host's second core is at times contended)."""
     from .ort_latency import KERNEL_MODEL, VARIANTS
 
     batches = (1, 32)
+    kernels = ("QuantizeLinear", "BorderRound_channel", "BorderRound_im2col3x3")
     jobs = []
-    for provider, gpu in (("cpu", False), ("cuda", True)):
+    for provider, threads, gpu in (("cpu", 2, False), ("cpu", 1, False), ("cuda", 2, True)):
+        suffix = "" if threads == 2 else f", {threads} thread"
+        setting = ("--provider", provider, "--threads", str(threads))
         for model in ("resnet20", "mobilenet_v2"):
             jobs.append(Job(
-                suite="latency", name=f"{model} {provider} latency", module="benchmarks.ort_latency",
-                argv=("--models", model, "--batches", "1,32", "--provider", provider),
-                results="ort_latency.csv",
-                expected=tuple(_rows(model=model, variant=v, batch=b, provider=provider)
+                suite="latency", name=f"{model} {provider} latency{suffix}", module="benchmarks.ort_latency",
+                argv=("--models", model, "--batches", "1,32", *setting), results="ort_latency.csv",
+                expected=tuple(_rows(model=model, variant=v, batch=b, provider=provider, threads=threads)
                                for v in VARIANTS for b in batches),
                 gpu=gpu, resumable=True))
-        kernels = ("QuantizeLinear", "BorderRound_channel", "BorderRound_im2col3x3")
         jobs.append(Job(
-            suite="latency", name=f"BorderRound kernel {provider}", module="benchmarks.ort_latency",
-            argv=("--kernel-only", "--batches", "1,32", "--provider", provider), results="ort_latency.csv",
-            expected=tuple(_rows(model=KERNEL_MODEL, variant=k, batch=b, provider=provider)
+            suite="latency", name=f"BorderRound kernel {provider}{suffix}", module="benchmarks.ort_latency",
+            argv=("--kernel-only", "--batches", "1,32", *setting), results="ort_latency.csv",
+            expected=tuple(_rows(model=KERNEL_MODEL, variant=k, batch=b, provider=provider, threads=threads)
                            for k in kernels for b in batches),
             gpu=gpu, resumable=True))
     jobs.append(Job(
