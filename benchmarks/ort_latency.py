@@ -304,14 +304,14 @@ def measure_kernels(batches: list[int], provider: str, threads: int, args: argpa
         x_bytes = batch * KERNEL_CHANNELS * KERNEL_SIZE * KERNEL_SIZE * 4
         for op in ("QuantizeLinear", "channel", "im2col3x3"):
             variant = op if op == "QuantizeLinear" else f"BorderRound_{op}"
-            if (KERNEL_MODEL, variant, str(batch), provider, str(threads)) in done:
+            if _cell_key(KERNEL_MODEL, variant, batch, provider, threads) in done:
                 continue
             sess = open_session(_kernel_model(op, batch), provider, threads)
             call = _runner(sess, _input_feeds(sess, batch, rng), provider)
             ms, runs = time_call(call, args.warmup, args.seconds, args.min_runs)
             rows.append(_row(KERNEL_MODEL, variant, batch, provider, ms, runs, threads, args,
                              gb_per_s=round(x_bytes / ms / 1e6, 2)))
-        if provider == "cuda" and (KERNEL_MODEL, "torch_d2d_copy", str(batch), provider, str(threads)) not in done:
+        if provider == "cuda" and _cell_key(KERNEL_MODEL, "torch_d2d_copy", batch, provider, threads) not in done:
             copied = _torch_copy_gbps(batch, args.seconds, args.min_runs)
             if copied is not None:
                 rows.append(_row(KERNEL_MODEL, "torch_d2d_copy", batch, provider, copied[0], copied[1], threads,
@@ -366,7 +366,7 @@ def measure_layer_forms(batches: list[int], provider: str, threads: int, args: a
     for shape_name in LAYER_SHAPES:
         for batch in batches:
             for form in LAYER_FORMS:
-                if (shape_name, form, str(batch), provider, str(threads)) in done:
+                if _cell_key(shape_name, form, batch, provider, threads) in done:
                     continue
                 sess = open_session(_layer_model(shape_name, form, batch), provider, threads)
                 call = _runner(sess, _input_feeds(sess, batch, rng), provider)
@@ -399,8 +399,13 @@ def _row(model: str, variant: str, batch: int, provider: str, ms: float, runs: i
     return row
 
 
+def _cell_key(model: str, variant: str, batch: object, provider: str, threads: object) -> tuple:
+    """Identity of one measured cell: what ``--resume`` skips when a row already has it."""
+    return model, variant, str(batch), provider, str(threads)
+
+
 def _key(row: dict) -> tuple:
-    return row["model"], row["variant"], str(row["batch"]), row["provider"], str(row["threads"])
+    return _cell_key(row["model"], row["variant"], row["batch"], row["provider"], row["threads"])
 
 
 def read_rows() -> list[dict]:
@@ -470,7 +475,7 @@ def measure_models(args: argparse.Namespace, done: set[tuple]) -> list[dict]:
     for model_key in filter(None, args.models.split(",")):  # --models "" skips the models
         variants = args.variants.split(",")
         pending = [(v, b) for v in variants for b in args.batches
-                   if (model_key, v, str(b), args.provider, str(args.threads)) not in done]
+                   if _cell_key(model_key, v, b, args.provider, args.threads) not in done]
         if not pending and not args.profile:
             continue
         paths = build_models(model_key, variants, Path(args.work_dir), args.iters, args.num_calib, args.provider)

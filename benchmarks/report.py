@@ -333,13 +333,12 @@ def latency_section(latency_rows: list[dict], size_rows: list[dict], plot_paths:
                            if cell else None)
                     row[f"{label} (b{batch})"] = f"{float(cell['median_ms']) / ref:.2f}" if ref else "–"
             row["size MB"] = f"{sizes[(model, variant)] / 1e6:.2f}" if (model, variant) in sizes else "–"
-            row["threads"] = _values(cells.values(), "threads")
             row["commit"] = _values(cells.values(), "commit")
             table.append(row)
         ratio_labels = LATENCY_REFERENCES.values()
         per_batch = [f for b in batches for f in (f"batch {b} ms", *(f"{x} (b{b})" for x in ratio_labels))]
         fields = ["model", "variant", *per_batch, "size MB", "commit"]
-        lines += [f"**{provider}, {threads} thread{'' if threads == '1' else 's'}** (device {_values(models, 'device')}; "
+        lines += [f"**{provider}, {_threads_label(threads)}** (device {_values(models, 'device')}; "
                   f"onnxruntime {_values(models, 'ort')})", "", *markdown_table(table, fields), ""]
         kernels = [r for r in in_setting if r["model"].startswith("kernel")]
         if kernels:
@@ -354,6 +353,10 @@ def _latency_settings(rows: list[dict]) -> list[tuple[str, str]]:
     """(provider, threads) pairs, most threads first: each gets its own table."""
     settings = {(r["provider"], r["threads"]) for r in rows if r["provider"]}
     return sorted(settings, key=lambda s: (s[0], -int(s[1] or 0)))
+
+
+def _threads_label(threads: str) -> str:
+    return f"{threads} thread{'' if threads == '1' else 's'}"
 
 
 def _plotted_threads(rows: list[dict], provider: str) -> str:
@@ -414,7 +417,7 @@ def plot_latency(latency_rows: list[dict], provider: str, path: Path) -> None:
         ax.set_title(f"{model}, batch {batch}", fontsize=9)
         ax.set_xlabel("median ms")
         ax.tick_params(labelsize=7)
-    fig.suptitle(f"ONNX Runtime latency ({provider}, {threads} threads)")
+    fig.suptitle(f"ONNX Runtime latency ({provider}, {_threads_label(threads)})")
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)

@@ -363,11 +363,11 @@ void RunIm2col(OrtKernelContext* context, const BorderRoundProblem& problem, con
   // iterations, with slack after the last plane.
   const bool wide = problem.stride_h == 1 && problem.stride_w == 1;
   const int64_t stack = wide ? std::clamp<int64_t>(kTaskElements / (kernel_area * windows), 1, problem.batch) : 1;
-  auto wide_length = [&](int64_t planes) {
-    return RoundUp((planes - 1) * padded_plane + (problem.out_h - 1) * padded_w + out_w, kVectorRun);
-  };
+  // Entries from a tap's first window to its last one, over `planes` stacked planes.
+  auto wide_span = [&](int64_t planes) { return (planes - 1) * padded_plane + (problem.out_h - 1) * padded_w + out_w; };
+  auto wide_length = [&](int64_t planes) { return RoundUp(wide_span(planes), kVectorRun); };
   const int64_t longest = wide ? wide_length(stack) : 0;
-  const int64_t slack = wide ? longest - ((stack - 1) * padded_plane + (problem.out_h - 1) * padded_w + out_w) : 0;
+  const int64_t slack = wide ? longest - wide_span(stack) : 0;
 
   // A group: one channel in `stack` consecutive images (the last group of a channel may hold fewer).
   const int64_t image_blocks = (problem.batch + stack - 1) / stack;
