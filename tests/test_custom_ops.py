@@ -116,6 +116,11 @@ IM2COL_CASES = [
     # stride 1 stacks one channel's planes of 64K / (kh·kw·windows) = 7 images: groups of 7 and 2
     ((9, 2, 32, 32), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), True, 2, "uint8", None),
     ((9, 3, 32, 32), (3, 3), (1, 1), (0, 2, 1, 0), (1, 2), False, 3, "int8", (-8, 7)),
+    # fused 3x3 and 5x5 with stride 1 take the one-pass loop (all taps' borders and codes per window)
+    ((4, 2, 7, 9), (3, 3), (1, 1), (1, 1, 1, 1), (1, 2), True, 1, "uint8", (0, 15)),
+    ((2, 2, 9, 9), (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), True, 3, "uint8", None),
+    ((1, 3, 12, 10), (5, 5), (1, 1), (1, 2, 2, 1), (2, 1), True, 1, "int8", (-8, 7)),
+    ((3, 2, 11, 8), (5, 5), (1, 1), (0, 0, 0, 0), (1, 1), True, 2, "int8", None),
 ]
 
 
@@ -140,6 +145,37 @@ def test_im2col_codes_equal_reference(ops_library, case):
     assert codes.shape == expected.shape
     np.testing.assert_array_equal(codes.astype(np.int32), expected)
     assert codes.min() >= qmin and codes.max() <= qmax
+
+
+def _fused_mean_in_order(borders: np.ndarray) -> np.float32:
+    total = np.float32(0.0)
+    for border in borders:
+        total = np.float32(total + border)
+    return np.float32(total / np.float32(borders.size))
+
+
+@pytest.mark.parametrize("kernel", [(3, 3), (5, 5), (3, 2)])
+def test_fused_mean_adds_taps_in_row_major_order(ops_library, kernel):
+    """Random inputs almost never sit within an ulp of a rounding step, so they cannot tell one
+    summation order of the fused mean from another: here every tap's v is the mean itself (code 0)
+    or the next float above it (code 1), where a mean one ulp lower or higher changes the code."""
+    taps = kernel[0] * kernel[1]
+    rng = np.random.default_rng(7)
+    while True:  # constant borders whose mean in another order (reversed) is a different float
+        b0 = rng.uniform(0.3, 0.7, size=taps).astype(np.float32)
+        if _fused_mean_in_order(b0) != _fused_mean_in_order(b0[::-1].copy()):
+            break
+    mean = _fused_mean_in_order(b0)
+    above_mean = np.nextafter(mean, np.float32(1.0))
+    attrs = dict(kernel_shape=list(kernel), strides=[1, 1], pads=[0, 0, 0, 0], dilations=[1, 1], fuse=1,
+                 qmin=-8, qmax=7)
+    model = make_border_model(attrs, "int8")
+    for value, expected in ((mean, 0), (above_mean, 1)):
+        x = np.full((2, 1, *kernel), value, np.float32)
+        codes = run_border(ops_library, model, x, 1.0, 0, b0[None, :], "int8")
+        reference = border_round_im2col(x, 1.0, 0, b0[None, :], -8, 7, kernel, (1, 1), (0, 0, 0, 0), (1, 1), True)
+        np.testing.assert_array_equal(reference, expected)
+        np.testing.assert_array_equal(codes.astype(np.int32), reference)
 
 
 @pytest.mark.parametrize("columns", ["channel", "shared"])
