@@ -121,6 +121,11 @@ IM2COL_CASES = [
     ((2, 2, 9, 9), (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), True, 3, "uint8", None),
     ((1, 3, 12, 10), (5, 5), (1, 1), (1, 2, 2, 1), (2, 1), True, 1, "int8", (-8, 7)),
     ((3, 2, 11, 8), (5, 5), (1, 1), (0, 0, 0, 0), (1, 1), True, 2, "int8", None),
+    # strides > 1 read phase planes (even/odd rows and columns for stride 2): with dilation, and
+    # stacked in groups of 7 and 2 images of 32 x 32 windows
+    ((2, 2, 13, 12), (3, 3), (2, 2), (2, 2, 2, 2), (2, 2), True, 3, "uint8", None),
+    ((9, 1, 64, 63), (3, 3), (2, 2), (1, 0, 1, 1), (1, 1), True, 2, "int8", (-8, 7)),
+    ((2, 3, 11, 10), (3, 3), (3, 2), (1, 1, 0, 2), (1, 1), False, 3, "uint8", (0, 15)),
 ]
 
 

@@ -11,19 +11,16 @@
 //   fixed at compile time, so the compiler vectorises them; on x86-64 they are also built
 //   for AVX2 and AVX-512 and picked at load time (target_clones), the library still runs on
 //   any CPU; vector widths change no result (each element's operations are the same);
-// - im2col: v is computed once per (n, c) plane into a zero_point-padded scratch plane. With
-//   stride 1 and a 3x3 or 5x5 kernel one loop over the windows evaluates all taps' borders,
-//   their mean and all taps' codes per window in registers; otherwise the fused sums are
-//   accumulated tap by tap through memory (each window adds its taps in row-major order either way).
-//   With stride 1 the windows of one tap read one contiguous run of that plane (rows padded_w
-//   apart), and the planes of one channel in consecutive images are stacked below each other,
-//   so each tap's sums over all of them are a single long vectorised loop (the extra columns are
-//   never read); other strides go one (strided) row of windows at a time. Codes are computed for whole
-//   rows of windows (the padded plane makes every window readable) and the few padded entries
-//   overwritten with zero_point afterwards; with stride 1 as one long run per tap, copied out row
-//   by row with inline moves (per-row loops, memmove or memset calls cost more than the codes on
-//   small maps). Stacking cut the time per code of ResNet-20's [32, 64, 8, 8] 2.4x, and one run
-//   per tap that of [32, 16, 32, 32] by 23 %;
+// - im2col: v is computed once per (n, c) plane into zero_point-padded scratch, split into
+//   stride_h x stride_w phase planes (PhaseLayout) so that with any stride the windows of one tap
+//   read one contiguous run, and the planes of one channel in consecutive images are stacked, so
+//   each tap's run over all of them is a single long vectorised loop. With a 3x3 or 5x5 kernel
+//   and fuse=1 one loop over the windows evaluates all taps' borders, their mean and all taps'
+//   codes per window in registers; otherwise the fused sums are accumulated tap by tap through
+//   memory (each window adds its taps in row-major order either way). Codes are computed for
+//   whole rows of windows and copied out row by row, the few padded entries overwritten with
+//   zero_point. Against strided rows of windows, tap by tap: ResNet-20's [32, 16, 32, 32] 1.8x
+//   and MobileNetV2's stride-2 [1, 96, 112, 112] 2.6x faster (1 thread);
 // - work is split into independent element ranges / planes on ONNX Runtime's intra-op thread
 //   pool; every output element is computed by one task, so codes never depend on the thread count.
 #include <algorithm>
@@ -143,67 +140,51 @@ AQUANT_HOT_LOOP void ScaleRow(const float* x, float* v, int64_t length, Quantize
 }
 
 template <int Degree>
-AQUANT_INLINE void AccumulateLoop(float* sums, const float* v, int64_t length, int64_t step, const Border& border) {
-  if (step == 1) {
-    for (int64_t i = 0; i < length; ++i) sums[i] += Evaluate<Degree>(border, v[i]);
-  } else {
-    for (int64_t i = 0; i < length; ++i) sums[i] += Evaluate<Degree>(border, v[i * step]);
-  }
+AQUANT_INLINE void AccumulateLoop(float* sums, const float* v, int64_t length, const Border& border) {
+  for (int64_t i = 0; i < length; ++i) sums[i] += Evaluate<Degree>(border, v[i]);
 }
 
-// Window rows of one kernel tap: row oy of windows reads v at origin + oy * row_pitch, column ox
-// at + ox * step; the rows' fused sums are sums + oy * out_w.
-struct TapRows {
-  const float* origin;
-  int64_t out_w, row_pitch, step;
-};
-
-template <int Degree>
-AQUANT_INLINE void AccumulateTapLoop(float* sums, const TapRows& tap, int64_t out_h, const Border& border) {
-  for (int64_t oy = 0; oy < out_h; ++oy) {
-    AccumulateLoop<Degree>(sums + oy * tap.out_w, tap.origin + oy * tap.row_pitch, tap.out_w, tap.step, border);
-  }
-}
-
-// sums[oy, ox] += B(v) over all windows of one kernel tap (one call per tap: small maps have short rows).
-AQUANT_HOT_LOOP void AccumulateTap(float* sums, TapRows tap, int64_t out_h, int32_t degree, Border border) {
-  if (degree == 1) return AccumulateTapLoop<1>(sums, tap, out_h, border);
-  if (degree == 2) return AccumulateTapLoop<2>(sums, tap, out_h, border);
-  AccumulateTapLoop<3>(sums, tap, out_h, border);
+// sums[i] += B(v[i]) over one tap's run of windows (the two-pass fused form).
+AQUANT_HOT_LOOP void AccumulateTap(float* sums, const float* v, int64_t length, int32_t degree, Border border) {
+  if (degree == 1) return AccumulateLoop<1>(sums, v, length, border);
+  if (degree == 2) return AccumulateLoop<2>(sums, v, length, border);
+  AccumulateLoop<3>(sums, v, length, border);
 }
 
 // Degree 0 stands for the fused form: the border is the window's mean fused[i].
 template <int Degree, typename Out>
-AQUANT_INLINE void CodeLoop(Out* codes, const float* v, const float* fused, int64_t length, int64_t step,
-                            const Quantizer& q, const Border& border) {
+AQUANT_INLINE void CodeLoop(Out* codes, const float* v, const float* fused, int64_t length, const Quantizer& q,
+                            const Border& border) {
   for (int64_t i = 0; i < length; ++i) {
-    const float value = v[i * step];
     if constexpr (Degree == 0) {
-      codes[i] = Code<Out>(value, fused[i], q);
+      codes[i] = Code<Out>(v[i], fused[i], q);
     } else {
-      codes[i] = Code<Out>(value, Evaluate<Degree>(border, value), q);
+      codes[i] = Code<Out>(v[i], Evaluate<Degree>(border, v[i]), q);
     }
   }
 }
 
-template <int Degree, typename Out>
-AQUANT_INLINE void CodeLoopAnyStep(Out* codes, const float* v, const float* fused, int64_t length, int64_t step,
-                                   const Quantizer& q, const Border& border) {
-  if (step == 1) return CodeLoop<Degree>(codes, v, fused, length, 1, q, border);  // constant step: contiguous loads
-  CodeLoop<Degree>(codes, v, fused, length, step, q, border);
-}
-
-// Codes of one kernel tap over one row of windows: the fused mean `fused` when given, else B_j(v).
+// Codes of one tap's run of windows: the fused mean `fused` when given, else B_j(v).
 template <typename Out>
-AQUANT_INLINE void CodeRowImpl(Out* codes, const float* v, const float* fused, int64_t length, int64_t step,
-                               Quantizer q, int32_t degree, Border border) {
-  if (fused != nullptr) return CodeLoopAnyStep<0>(codes, v, fused, length, step, q, border);
-  if (degree == 1) return CodeLoopAnyStep<1>(codes, v, fused, length, step, q, border);
-  if (degree == 2) return CodeLoopAnyStep<2>(codes, v, fused, length, step, q, border);
-  CodeLoopAnyStep<3>(codes, v, fused, length, step, q, border);
+AQUANT_INLINE void CodeTapImpl(Out* codes, const float* v, const float* fused, int64_t length, Quantizer q,
+                               int32_t degree, Border border) {
+  if (fused != nullptr) return CodeLoop<0>(codes, v, fused, length, q, border);
+  if (degree == 1) return CodeLoop<1>(codes, v, fused, length, q, border);
+  if (degree == 2) return CodeLoop<2>(codes, v, fused, length, q, border);
+  CodeLoop<3>(codes, v, fused, length, q, border);
 }
 
-// Fused codes of all `Taps` taps over one wide-order run (stride 1, fuse=1) in one pass: window i's
+AQUANT_HOT_LOOP void CodeTap(uint8_t* codes, const float* v, const float* fused, int64_t length, Quantizer q,
+                             int32_t degree, Border border) {
+  CodeTapImpl(codes, v, fused, length, q, degree, border);
+}
+
+AQUANT_HOT_LOOP void CodeTap(int8_t* codes, const float* v, const float* fused, int64_t length, Quantizer q,
+                             int32_t degree, Border border) {
+  CodeTapImpl(codes, v, fused, length, q, degree, border);
+}
+
+// Fused codes of all `Taps` taps over one wide-order run (fuse=1) in one pass: window i's
 // border is the mean of its taps' B_j(v), added in row-major tap order from 0 as the two-pass form
 // adds them, and each tap's code goes to its own run (codes + t * code_pitch). Sums, means and v
 // stay in registers: 1.9x faster than accumulating each tap's sums through memory on ResNet-20's
@@ -242,6 +223,7 @@ AQUANT_INLINE void FusedRunImpl(Out* codes, int64_t code_pitch, const float* v, 
 constexpr bool HasFusedRun(int64_t taps) { return taps == 9 || taps == 25; }
 constexpr int64_t kMaxFusedTaps = 25;
 
+
 template <typename Out>
 AQUANT_INLINE void FusedRunAnyTaps(Out* codes, int64_t code_pitch, const float* v, const int64_t* offsets,
                                    const Border* borders, int64_t taps, int64_t length, Quantizer q, int32_t degree) {
@@ -263,28 +245,6 @@ AQUANT_HOT_LOOP void FusedRun(int8_t* codes, int64_t code_pitch, const float* v,
 struct InsideRange {
   int64_t first, last;
 };
-
-// Codes of one kernel tap at the window rows `rows`, every column (entries on padding are
-// overwritten by FillPadding): the fused mean `fused` (row oy at fused + oy * fused_pitch) when
-// given, else B_j(v).
-template <typename Out>
-AQUANT_INLINE void CodeTapImpl(Out* codes, const TapRows& tap, const float* fused, int64_t fused_pitch,
-                               InsideRange rows, Quantizer q, int32_t degree, Border border) {
-  for (int64_t oy = rows.first; oy < rows.last; ++oy) {
-    CodeRowImpl(codes + oy * tap.out_w, tap.origin + oy * tap.row_pitch,
-                fused != nullptr ? fused + oy * fused_pitch : nullptr, tap.out_w, tap.step, q, degree, border);
-  }
-}
-
-AQUANT_HOT_LOOP void CodeTap(uint8_t* codes, TapRows tap, const float* fused, int64_t fused_pitch, InsideRange rows,
-                             Quantizer q, int32_t degree, Border border) {
-  CodeTapImpl(codes, tap, fused, fused_pitch, rows, q, degree, border);
-}
-
-AQUANT_HOT_LOOP void CodeTap(int8_t* codes, TapRows tap, const float* fused, int64_t fused_pitch, InsideRange rows,
-                             Quantizer q, int32_t degree, Border border) {
-  CodeTapImpl(codes, tap, fused, fused_pitch, rows, q, degree, border);
-}
 
 // Copies one row of codes (a few dozen bytes: less than a memmove call costs) in fixed-size moves,
 // the last one overlapping the previous.
@@ -409,6 +369,70 @@ InsideRange InsideWindows(int64_t windows, int64_t stride, int64_t pad, int64_t 
   return {std::min(first, windows), std::min(std::max(last, first), windows)};
 }
 
+// Scratch layout of the im2col form. The zero_point-padded input of one (image, channel) plane
+// (padded_h x padded_w: exactly the positions windows read) is stored as stride_h * stride_w phase
+// planes: padded entry (py, px) lies in phase (py % stride_h, px % stride_w) at row py / stride_h,
+// column px / stride_w of a phase_h x phase_w plane. Tap (ky, kx) of window (oy, ox) reads padded
+// entry (oy * stride_h + ry, ox * stride_w + rx), ry = ky * dilation_h, rx = kx * dilation_w, which
+// is entry (oy + ry / stride_h, ox + rx / stride_w) of phase (ry % stride_h, rx % stride_w). So with
+// any stride the windows of one tap, in "wide" order j = oy * phase_w + ox, are one contiguous run
+// starting at that tap's origin (with stride 1 there is one phase, the padded plane itself). The
+// entries past each row of windows are computed and never read.
+struct PhaseLayout {
+  int64_t padded_h, padded_w, phase_h, phase_w, phase_plane, image_block;  // image_block: all phases of one plane
+
+  explicit PhaseLayout(const BorderRoundProblem& problem)
+      : padded_h((problem.out_h - 1) * problem.stride_h + (problem.kernel_h - 1) * problem.dilation_h + 1),
+        padded_w((problem.out_w - 1) * problem.stride_w + (problem.kernel_w - 1) * problem.dilation_w + 1),
+        phase_h((padded_h + problem.stride_h - 1) / problem.stride_h),
+        phase_w((padded_w + problem.stride_w - 1) / problem.stride_w),
+        phase_plane(phase_h * phase_w),
+        image_block(problem.stride_h * problem.stride_w * phase_plane) {}
+
+  // Offset of tap k's first window from its image block.
+  int64_t Origin(const BorderRoundProblem& problem, int64_t k) const {
+    const int64_t ry = k / problem.kernel_w * problem.dilation_h, rx = k % problem.kernel_w * problem.dilation_w;
+    const int64_t phase = ry % problem.stride_h * problem.stride_w + rx % problem.stride_w;
+    return phase * phase_plane + ry / problem.stride_h * phase_w + rx / problem.stride_w;
+  }
+};
+
+// Writes one input plane's scaled, zero_point-padded phase planes to `block` (`row`: padded_w
+// floats of scratch). Phase entries outside the padded plane get zero_point too: windows past a
+// row of real windows read them.
+template <typename In>
+void FillPhasePlanes(float* block, float* row, float* widened, const In* x_plane, const BorderRoundProblem& problem,
+                     const PhaseLayout& layout, InsideRange inside_cols, Quantizer q) {
+  const int64_t sh = problem.stride_h, sw = problem.stride_w, inside = inside_cols.last - inside_cols.first;
+  for (int64_t row_index = 0; row_index < sh * layout.phase_h; ++row_index) {
+    // Row phase_row of the phases (phase_y, *) holds padded row phase_row * sh + phase_y.
+    const int64_t phase_y = row_index / layout.phase_h, phase_row = row_index % layout.phase_h;
+    const int64_t padded_y = phase_row * sh + phase_y;
+    float* target = sw == 1 ? block + phase_y * layout.phase_plane + phase_row * layout.phase_w : row;
+    const int64_t iy = padded_y - problem.pad_top;
+    if (padded_y >= layout.padded_h || iy < 0 || iy >= problem.height) {
+      std::fill(target, target + layout.padded_w, q.zero_point);
+    } else {
+      std::fill(target, target + inside_cols.first, q.zero_point);
+      std::fill(target + inside_cols.last, target + layout.padded_w, q.zero_point);
+      const In* x_row = x_plane + iy * problem.width;
+      if constexpr (std::is_same_v<In, float>) {
+        ScaleRow(x_row, target + inside_cols.first, inside, q);
+      } else {
+        for (int64_t i = 0; i < inside; ++i) widened[i] = ToFloat(x_row[i]);
+        ScaleRow(widened, target + inside_cols.first, inside, q);
+      }
+    }
+    if (sw == 1) continue;
+    for (int64_t phase_x = 0; phase_x < sw; ++phase_x) {
+      float* phase_line = block + (phase_y * sw + phase_x) * layout.phase_plane + phase_row * layout.phase_w;
+      const int64_t count = (layout.padded_w - phase_x + sw - 1) / sw;
+      for (int64_t j = 0; j < count; ++j) phase_line[j] = row[phase_x + j * sw];
+      std::fill(phase_line + count, phase_line + layout.phase_w, q.zero_point);
+    }
+  }
+}
+
 template <typename In, typename Out>
 void RunIm2col(OrtKernelContext* context, const BorderRoundProblem& problem, const In* x, const float* coeffs,
                Out* codes) {
@@ -418,28 +442,24 @@ void RunIm2col(OrtKernelContext* context, const BorderRoundProblem& problem, con
   const int64_t out_w = problem.out_w, windows = problem.out_h * problem.out_w;
   const int64_t plane = problem.height * problem.width;
   if (windows == 0 || problem.batch * problem.channels == 0) return;
-  // The zero_point-padded plane covers exactly the input positions that windows read.
-  const int64_t padded_h = (problem.out_h - 1) * problem.stride_h + (problem.kernel_h - 1) * problem.dilation_h + 1;
-  const int64_t padded_w = (out_w - 1) * problem.stride_w + (problem.kernel_w - 1) * problem.dilation_w + 1;
-  const int64_t padded_plane = padded_h * padded_w;
-  const InsideRange inside_cols{std::min(problem.pad_left, padded_w),
-                                std::min(problem.pad_left + problem.width, padded_w)};
+  const PhaseLayout layout(problem);
+  const InsideRange inside_cols{std::min(problem.pad_left, layout.padded_w),
+                                std::min(problem.pad_left + problem.width, layout.padded_w)};
 
-  // Stride 1: the windows of one tap are one contiguous run of the padded plane in "wide" order
-  // j = oy * padded_w + ox, so a tap's fused sums and codes are one long vectorised loop each
-  // instead of out_h short ones (the codes then copied out row by row). The planes of one
-  // channel in `stack` consecutive images lie one below the other in the scratch buffer and
-  // share that channel's coefficients, so the run spans all of them (plane s's windows start at
-  // s * padded_plane): small maps get long loops. The entries past each row of windows, and
-  // between planes, are computed and never read. The run is rounded up to whole vector
-  // iterations: fewer than kVectorRun entries past the last stacked plane are read.
-  const bool wide = problem.stride_h == 1 && problem.stride_w == 1;
-  const int64_t stack = wide ? std::clamp<int64_t>(kTaskElements / (kernel_area * windows), 1, problem.batch) : 1;
-  // Entries from a tap's first window to its last one, over `planes` stacked planes.
-  auto wide_span = [&](int64_t planes) { return (planes - 1) * padded_plane + (problem.out_h - 1) * padded_w + out_w; };
-  auto wide_length = [&](int64_t planes) { return RoundUp(wide_span(planes), kVectorRun); };
-  const int64_t longest = wide ? wide_length(stack) : 0;
-  const bool one_pass = wide && problem.fuse && HasFusedRun(kernel_area);
+  // The planes of one channel in `stack` consecutive images lie one after the other in the scratch
+  // buffer and share that channel's coefficients, so a tap's run spans all of them (image s's
+  // windows start at s * image_block): small maps get long loops. The run is rounded up to whole
+  // vector iterations: fewer than kVectorRun entries past the last image block are read. Codes are
+  // computed for whole rows of windows, copied out row by row, and the few padded entries
+  // overwritten with zero_point.
+  const int64_t stack = std::clamp<int64_t>(kTaskElements / (kernel_area * windows), 1, problem.batch);
+  auto run_length = [&](int64_t planes) {
+    return RoundUp((planes - 1) * layout.image_block + (problem.out_h - 1) * layout.phase_w + out_w, kVectorRun);
+  };
+  const int64_t longest = run_length(stack);
+  const bool one_pass = problem.fuse && HasFusedRun(kernel_area);
+  std::vector<int64_t> origins(kernel_area);
+  for (int64_t k = 0; k < kernel_area; ++k) origins[k] = layout.Origin(problem, k);
 
   // A group: one channel in `stack` consecutive images (the last group of a channel may hold fewer).
   const int64_t image_blocks = (problem.batch + stack - 1) / stack;
@@ -447,66 +467,37 @@ void RunIm2col(OrtKernelContext* context, const BorderRoundProblem& problem, con
   const int64_t groups_per_task = std::max<int64_t>(1, kTaskElements / (kernel_area * windows * stack));
   const int64_t tasks = (groups + groups_per_task - 1) / groups_per_task;
   ParallelFor(context, tasks, [&](int64_t task) {
-    // Scratch is left uninitialised: every entry read is written first (the padded planes row by
-    // row, the run's tail below, the codes by the code loops). Filling it per task cost 15 % of
-    // the op on ResNet-20's [32, 16, 32, 32] maps, one group a task.
-    std::unique_ptr<float[]> padded(new float[stack * padded_plane + (wide ? kVectorRun : 0)]);
-    std::vector<float> fused(problem.fuse && !one_pass ? (wide ? longest : windows) : 0);
-    std::unique_ptr<Out[]> wide_run(new Out[wide ? (one_pass ? kernel_area : 1) * longest : 0]);
+    // Scratch is left uninitialised: every entry read is written first (the phase planes, the
+    // run's tail below, the codes by the code loops). Filling it per task cost 15 % of the op on
+    // ResNet-20's [32, 16, 32, 32] maps, one group a task.
+    std::unique_ptr<float[]> padded(new float[stack * layout.image_block + kVectorRun]);
+    std::vector<float> row(layout.padded_w);
+    std::vector<float> fused(problem.fuse && !one_pass ? longest : 0);
+    std::unique_ptr<Out[]> wide_run(new Out[(one_pass ? kernel_area : 1) * longest]);
     std::vector<float> widened(std::is_same_v<In, float> ? 0 : problem.width);
     const int64_t group_end = std::min((task + 1) * groups_per_task, groups);
     for (int64_t group = task * groups_per_task; group < group_end; ++group) {
       const int64_t channel = group % problem.channels, first_image = group / problem.channels * stack;
       const int64_t stacked = std::min(stack, problem.batch - first_image);
-      const int64_t run = wide ? wide_length(stacked) : 0;
+      const int64_t run = run_length(stacked);
       auto plane_index = [&](int64_t s) { return (first_image + s) * problem.channels + channel; };
-      if (wide) std::fill(padded.get() + stacked * padded_plane, padded.get() + stacked * padded_plane + kVectorRun, q.zero_point);
+      float* tail = padded.get() + stacked * layout.image_block;
+      std::fill(tail, tail + kVectorRun, q.zero_point);
       for (int64_t s = 0; s < stacked; ++s) {
-        const In* x_plane = x + plane_index(s) * plane;
-        for (int64_t py = 0; py < padded_h; ++py) {
-          float* row = padded.get() + s * padded_plane + py * padded_w;
-          const int64_t iy = py - problem.pad_top;
-          if (iy < 0 || iy >= problem.height) {
-            std::fill(row, row + padded_w, q.zero_point);
-            continue;
-          }
-          std::fill(row, row + inside_cols.first, q.zero_point);
-          std::fill(row + inside_cols.last, row + padded_w, q.zero_point);
-          const In* x_row = x_plane + iy * problem.width;
-          const int64_t inside = inside_cols.last - inside_cols.first;
-          if constexpr (std::is_same_v<In, float>) {
-            ScaleRow(x_row, row + inside_cols.first, inside, q);
-          } else {
-            for (int64_t i = 0; i < inside; ++i) widened[i] = ToFloat(x_row[i]);
-            ScaleRow(widened.data(), row + inside_cols.first, inside, q);
-          }
-        }
+        FillPhasePlanes(padded.get() + s * layout.image_block, row.data(), widened.data(), x + plane_index(s) * plane,
+                        problem, layout, inside_cols, q);
       }
       // im2col row j = (c * kh + ky) * kw + kx; its coefficient column is (j / coeff_divisor) % features.
       const int64_t first_row = channel * kernel_area;
       auto border_of = [&](int64_t j) { return BorderOf(problem, coeffs, (j / problem.coeff_divisor) % problem.features); };
-      auto tap_rows = [&](int64_t k, int64_t s) {
-        const float* origin = padded.get() + s * padded_plane + (k / problem.kernel_w) * problem.dilation_h * padded_w +
-                              (k % problem.kernel_w) * problem.dilation_w;
-        return TapRows{origin, out_w, problem.stride_h * padded_w, problem.stride_w};
-      };
       if (one_pass) {
-        int64_t offsets[kMaxFusedTaps];
         Border borders[kMaxFusedTaps];
-        for (int64_t k = 0; k < kernel_area; ++k) {
-          offsets[k] = tap_rows(k, 0).origin - padded.get();
-          borders[k] = border_of(first_row + k);
-        }
-        FusedRun(wide_run.get(), longest, padded.get(), offsets, borders, kernel_area, run, q, problem.degree);
+        for (int64_t k = 0; k < kernel_area; ++k) borders[k] = border_of(first_row + k);
+        FusedRun(wide_run.get(), longest, padded.get(), origins.data(), borders, kernel_area, run, q, problem.degree);
       } else if (problem.fuse) {
         std::fill(fused.begin(), fused.end(), 0.0f);
         for (int64_t k = 0; k < kernel_area; ++k) {  // taps in row-major order: each window's sum keeps it
-          if (wide) {
-            AccumulateTap(fused.data(), TapRows{tap_rows(k, 0).origin, run, 0, 1}, 1, problem.degree,
-                          border_of(first_row + k));
-          } else {
-            AccumulateTap(fused.data(), tap_rows(k, 0), problem.out_h, problem.degree, border_of(first_row + k));
-          }
+          AccumulateTap(fused.data(), padded.get() + origins[k], run, problem.degree, border_of(first_row + k));
         }
         const float area = static_cast<float>(kernel_area);
         for (float& total : fused) total = total / area;
@@ -517,20 +508,14 @@ void RunIm2col(OrtKernelContext* context, const BorderRoundProblem& problem, con
                                                ky * problem.dilation_h, problem.height);
         const InsideRange cols = InsideWindows(out_w, problem.stride_w, problem.pad_left,
                                                kx * problem.dilation_w, problem.width);
-        const Border border = border_of(first_row + k);
-        if (wide && !one_pass) {  // one long loop in wide order over the stacked planes, then each row copied out
-          CodeTap(wide_run.get(), TapRows{tap_rows(k, 0).origin, run, 0, 1}, problem.fuse ? fused.data() : nullptr,
-                  0, {0, 1}, q, problem.degree, border);
+        if (!one_pass) {
+          CodeTap(wide_run.get(), padded.get() + origins[k], problem.fuse ? fused.data() : nullptr, run, q,
+                  problem.degree, border_of(first_row + k));
         }
+        const Out* tap_run = wide_run.get() + (one_pass ? k * longest : 0);
         for (int64_t s = 0; s < stacked; ++s) {
           Out* tap_codes = codes + (plane_index(s) * kernel_area + k) * windows;
-          if (wide) {
-            const Out* plane_run = wide_run.get() + (one_pass ? k * longest : 0) + s * padded_plane;
-            CopyRows(tap_codes, plane_run, padded_w, out_w, rows);
-          } else {
-            CodeTap(tap_codes, tap_rows(k, s), problem.fuse ? fused.data() : nullptr, out_w, rows, q, problem.degree,
-                    border);  // stack is 1 here
-          }
+          CopyRows(tap_codes, tap_run + s * layout.image_block, layout.phase_w, out_w, rows);
           FillPadding(tap_codes, problem.out_h, out_w, rows, cols, padded_code);
         }
       }
