@@ -372,28 +372,31 @@ InsideRange InsideWindows(int64_t windows, int64_t stride, int64_t pad, int64_t 
 // Scratch layout of the im2col form. The zero_point-padded input of one (image, channel) plane
 // (padded_h x padded_w: exactly the positions windows read) is stored as stride_h * stride_w phase
 // planes: padded entry (py, px) lies in phase (py % stride_h, px % stride_w) at row py / stride_h,
-// column px / stride_w of a phase_h x phase_w plane. Tap (ky, kx) of window (oy, ox) reads padded
+// column px / stride_w of a phase_h x phase_w plane. The phase planes of `stack` images follow
+// each other within one region per phase (phase_pitch apart, with kVectorRun entries of slack). Tap (ky, kx) of window (oy, ox) reads padded
 // entry (oy * stride_h + ry, ox * stride_w + rx), ry = ky * dilation_h, rx = kx * dilation_w, which
 // is entry (oy + ry / stride_h, ox + rx / stride_w) of phase (ry % stride_h, rx % stride_w). So with
 // any stride the windows of one tap, in "wide" order j = oy * phase_w + ox, are one contiguous run
-// starting at that tap's origin (with stride 1 there is one phase, the padded plane itself). The
-// entries past each row of windows are computed and never read.
+// starting at that tap's origin, and continuing into the next images' windows phase_plane apart
+// (with stride 1 there is one phase, the padded plane itself). The entries past each row of
+// windows, and those between images, are computed and never read.
 struct PhaseLayout {
-  int64_t padded_h, padded_w, phase_h, phase_w, phase_plane, image_block;  // image_block: all phases of one plane
+  int64_t padded_h, padded_w, phase_h, phase_w, phase_plane, phases, phase_pitch;
 
-  explicit PhaseLayout(const BorderRoundProblem& problem)
+  PhaseLayout(const BorderRoundProblem& problem, int64_t stack)
       : padded_h((problem.out_h - 1) * problem.stride_h + (problem.kernel_h - 1) * problem.dilation_h + 1),
         padded_w((problem.out_w - 1) * problem.stride_w + (problem.kernel_w - 1) * problem.dilation_w + 1),
         phase_h((padded_h + problem.stride_h - 1) / problem.stride_h),
         phase_w((padded_w + problem.stride_w - 1) / problem.stride_w),
         phase_plane(phase_h * phase_w),
-        image_block(problem.stride_h * problem.stride_w * phase_plane) {}
+        phases(problem.stride_h * problem.stride_w),
+        phase_pitch(stack * phase_plane + kVectorRun) {}
 
-  // Offset of tap k's first window from its image block.
+  // Offset of tap k's first window (in the first image).
   int64_t Origin(const BorderRoundProblem& problem, int64_t k) const {
     const int64_t ry = k / problem.kernel_w * problem.dilation_h, rx = k % problem.kernel_w * problem.dilation_w;
     const int64_t phase = ry % problem.stride_h * problem.stride_w + rx % problem.stride_w;
-    return phase * phase_plane + ry / problem.stride_h * phase_w + rx / problem.stride_w;
+    return phase * phase_pitch + ry / problem.stride_h * phase_w + rx / problem.stride_w;
   }
 };
 
@@ -408,7 +411,7 @@ void FillPhasePlanes(float* block, float* row, float* widened, const In* x_plane
     // Row phase_row of the phases (phase_y, *) holds padded row phase_row * sh + phase_y.
     const int64_t phase_y = row_index / layout.phase_h, phase_row = row_index % layout.phase_h;
     const int64_t padded_y = phase_row * sh + phase_y;
-    float* target = sw == 1 ? block + phase_y * layout.phase_plane + phase_row * layout.phase_w : row;
+    float* target = sw == 1 ? block + phase_y * layout.phase_pitch + phase_row * layout.phase_w : row;
     const int64_t iy = padded_y - problem.pad_top;
     if (padded_y >= layout.padded_h || iy < 0 || iy >= problem.height) {
       std::fill(target, target + layout.padded_w, q.zero_point);
@@ -425,7 +428,7 @@ void FillPhasePlanes(float* block, float* row, float* widened, const In* x_plane
     }
     if (sw == 1) continue;
     for (int64_t phase_x = 0; phase_x < sw; ++phase_x) {
-      float* phase_line = block + (phase_y * sw + phase_x) * layout.phase_plane + phase_row * layout.phase_w;
+      float* phase_line = block + (phase_y * sw + phase_x) * layout.phase_pitch + phase_row * layout.phase_w;
       const int64_t count = (layout.padded_w - phase_x + sw - 1) / sw;
       for (int64_t j = 0; j < count; ++j) phase_line[j] = row[phase_x + j * sw];
       std::fill(phase_line + count, phase_line + layout.phase_w, q.zero_point);
@@ -442,19 +445,18 @@ void RunIm2col(OrtKernelContext* context, const BorderRoundProblem& problem, con
   const int64_t out_w = problem.out_w, windows = problem.out_h * problem.out_w;
   const int64_t plane = problem.height * problem.width;
   if (windows == 0 || problem.batch * problem.channels == 0) return;
-  const PhaseLayout layout(problem);
+  const int64_t stack = std::clamp<int64_t>(kTaskElements / (kernel_area * windows), 1, problem.batch);
+  const PhaseLayout layout(problem, stack);
   const InsideRange inside_cols{std::min(problem.pad_left, layout.padded_w),
                                 std::min(problem.pad_left + problem.width, layout.padded_w)};
 
-  // The planes of one channel in `stack` consecutive images lie one after the other in the scratch
-  // buffer and share that channel's coefficients, so a tap's run spans all of them (image s's
-  // windows start at s * image_block): small maps get long loops. The run is rounded up to whole
-  // vector iterations: fewer than kVectorRun entries past the last image block are read. Codes are
-  // computed for whole rows of windows, copied out row by row, and the few padded entries
-  // overwritten with zero_point.
-  const int64_t stack = std::clamp<int64_t>(kTaskElements / (kernel_area * windows), 1, problem.batch);
+  // The planes of one channel in `stack` consecutive images share that channel's coefficients, so
+  // a tap's run spans all of them (image s's windows start at s * phase_plane): small maps get
+  // long loops. The run is rounded up to whole vector iterations: fewer than kVectorRun entries
+  // past a phase's last image are read. Codes are computed for whole rows of windows, copied out
+  // row by row, and the few padded entries overwritten with zero_point.
   auto run_length = [&](int64_t planes) {
-    return RoundUp((planes - 1) * layout.image_block + (problem.out_h - 1) * layout.phase_w + out_w, kVectorRun);
+    return RoundUp((planes - 1) * layout.phase_plane + (problem.out_h - 1) * layout.phase_w + out_w, kVectorRun);
   };
   const int64_t longest = run_length(stack);
   const bool one_pass = problem.fuse && HasFusedRun(kernel_area);
@@ -470,7 +472,7 @@ void RunIm2col(OrtKernelContext* context, const BorderRoundProblem& problem, con
     // Scratch is left uninitialised: every entry read is written first (the phase planes, the
     // run's tail below, the codes by the code loops). Filling it per task cost 15 % of the op on
     // ResNet-20's [32, 16, 32, 32] maps, one group a task.
-    std::unique_ptr<float[]> padded(new float[stack * layout.image_block + kVectorRun]);
+    std::unique_ptr<float[]> padded(new float[layout.phases * layout.phase_pitch]);
     std::vector<float> row(layout.padded_w);
     std::vector<float> fused(problem.fuse && !one_pass ? longest : 0);
     std::unique_ptr<Out[]> wide_run(new Out[(one_pass ? kernel_area : 1) * longest]);
@@ -481,10 +483,12 @@ void RunIm2col(OrtKernelContext* context, const BorderRoundProblem& problem, con
       const int64_t stacked = std::min(stack, problem.batch - first_image);
       const int64_t run = run_length(stacked);
       auto plane_index = [&](int64_t s) { return (first_image + s) * problem.channels + channel; };
-      float* tail = padded.get() + stacked * layout.image_block;
-      std::fill(tail, tail + kVectorRun, q.zero_point);
+      for (int64_t phase = 0; phase < layout.phases; ++phase) {
+        float* tail = padded.get() + phase * layout.phase_pitch + stacked * layout.phase_plane;
+        std::fill(tail, tail + kVectorRun, q.zero_point);
+      }
       for (int64_t s = 0; s < stacked; ++s) {
-        FillPhasePlanes(padded.get() + s * layout.image_block, row.data(), widened.data(), x + plane_index(s) * plane,
+        FillPhasePlanes(padded.get() + s * layout.phase_plane, row.data(), widened.data(), x + plane_index(s) * plane,
                         problem, layout, inside_cols, q);
       }
       // im2col row j = (c * kh + ky) * kw + kx; its coefficient column is (j / coeff_divisor) % features.
@@ -515,7 +519,7 @@ void RunIm2col(OrtKernelContext* context, const BorderRoundProblem& problem, con
         const Out* tap_run = wide_run.get() + (one_pass ? k * longest : 0);
         for (int64_t s = 0; s < stacked; ++s) {
           Out* tap_codes = codes + (plane_index(s) * kernel_area + k) * windows;
-          CopyRows(tap_codes, tap_run + s * layout.image_block, layout.phase_w, out_w, rows);
+          CopyRows(tap_codes, tap_run + s * layout.phase_plane, layout.phase_w, out_w, rows);
           FillPadding(tap_codes, problem.out_h, out_w, rows, cols, padded_code);
         }
       }
