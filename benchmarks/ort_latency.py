@@ -26,10 +26,12 @@ threads fixed to ``--threads``.
 GB/s of input read, next to QuantizeLinear on the same tensor (and, on CUDA, a torch
 device-to-device copy). ``--layer-forms`` times single layers (a ResNet-20 3x3 conv, a MobileNetV2
 1x1 and depthwise conv, the im2col form's 1x1 column convs of both, 4-bit codes from
-QuantizeLinear + Clip) in three forms: ``qdq_w4a4`` (DequantizeLinear → float Conv),
+QuantizeLinear + Clip) in four forms: ``qdq_w4a4`` (DequantizeLinear → float Conv),
 ``integer_float_conv`` (integer form on a float Conv: centred codes and weights → float Conv → Mul
-by s_x·s_w) and ``integer_convinteger`` (ConvInteger with uint8 weights w + 128 → Add int32 bias →
-Cast → Mul; the exporter's form for 1x1 layers). ``--profile`` writes ORT profiles of each model cell and logs the op types
+by s_x·s_w), ``integer_convinteger`` (ConvInteger with uint8 weights w + 128 → one DequantizeLinear
+of the int32 sums with zero point −bias and scale s_x·s_w; the exporter's form for 1x1 layers) and
+``integer_convinteger_cast`` (the same sums → Cast → Add bias → Mul, the exporter's form where
+the biased sums leave float32's integers). ``--profile`` writes ORT profiles of each model cell and logs the op types
 that take the most time. One CSV row per (model, variant, batch, provider) is appended to
 ``benchmarks/results/ort_latency.csv``; ``ort_latency.md`` is regenerated from it.
 """
@@ -85,7 +87,7 @@ LAYER_SHAPES = {"layer[N,32,16,16] conv3x3": (32, 16, 32, 3, 1), "layer[N,96,56,
                 "layer[N,144,56,56] depthwise3x3": (144, 56, 144, 3, 144),
                 "layer[N,288,16,16] im2col_columns": (288, 16, 32, 1, 1),
                 "layer[N,864,56,56] im2col_columns_depthwise": (864, 56, 96, 1, 96)}
-LAYER_FORMS = ("qdq_w4a4", "integer_float_conv", "integer_convinteger")
+LAYER_FORMS = ("qdq_w4a4", "integer_float_conv", "integer_convinteger", "integer_convinteger_cast")
 
 
 def _provider_name(provider: str) -> str:
@@ -336,13 +338,19 @@ def _layer_model(shape_name: str, form: str, batch: int) -> bytes:
     conv = {"kernel_shape": [kernel, kernel], "pads": [kernel // 2] * 4, "group": group}
     nodes = [helper.make_node("QuantizeLinear", ["x", "scale", "zero_point"], ["q"]),
              helper.make_node("Clip", ["q", "qmin", "qmax"], ["codes"])]
-    if form == "integer_convinteger":  # the exporter's: uint8 weights w + 128, zero point 128
-        values.update(bias=np.zeros((out_channels, 1, 1), np.int32), weight_zero_point=np.array(128, np.uint8),
-                      weight=(weight.astype(np.int16) + 128).astype(np.uint8))
-        nodes += [helper.make_node("ConvInteger", ["codes", "weight", "zero_point", "weight_zero_point"], ["acc"], **conv),
-                  helper.make_node("Add", ["acc", "bias"], ["acc_bias"]),
-                  helper.make_node("Cast", ["acc_bias"], ["acc_float"], to=TensorProto.FLOAT),
-                  helper.make_node("Mul", ["acc_float", "output_scale"], ["y"])]
+    if form.startswith("integer_convinteger"):  # the exporter's: uint8 weights w + 128, zero point 128
+        bias = rng.integers(-1000, 1000, out_channels)
+        values.update(weight_zero_point=np.array(128, np.uint8), weight=(weight.astype(np.int16) + 128).astype(np.uint8))
+        nodes.append(helper.make_node("ConvInteger", ["codes", "weight", "zero_point", "weight_zero_point"], ["acc"],
+                                      **conv))
+        if form == "integer_convinteger":
+            values.update(acc_zero_point=(-bias).astype(np.int32), output_scale=values["output_scale"].reshape(-1))
+            nodes.append(helper.make_node("DequantizeLinear", ["acc", "output_scale", "acc_zero_point"], ["y"], axis=1))
+        else:
+            values.update(bias=bias.astype(np.float32).reshape(-1, 1, 1))
+            nodes += [helper.make_node("Cast", ["acc"], ["acc_float"], to=TensorProto.FLOAT),
+                      helper.make_node("Add", ["acc_float", "bias"], ["acc_bias"]),
+                      helper.make_node("Mul", ["acc_bias", "output_scale"], ["y"])]
     else:
         integer = form == "integer_float_conv"
         values.update(code_scale=np.array(1.0 if integer else 0.05, np.float32), weight_scale=ones if integer else ones / 64,

@@ -187,7 +187,8 @@ def test_every_layer_output_equals_the_simulation_bit_for_bit(form, op, request)
     results = request.getfixturevalue(form)
     nodes = {node.name: node for node in results[op]["model"].graph.node}
     for name in LAYERS:
-        assert nodes[f"{name}.rescale"].op_type == "Mul", name  # every layer is in an exact form
+        # every layer is in an exact form: its scale restored after the layer (ConvInteger's DequantizeLinear)
+        assert nodes[f"{name}.rescale"].op_type in ("Mul", "DequantizeLinear"), name
         ort_output, torch_output = results[op]["outputs"][name], results["torch_outputs"][name]
         assert ort_output.shape == torch_output.shape, name
         np.testing.assert_array_equal(ort_output, torch_output, err_msg=f"{form} {op} {name}")
@@ -231,10 +232,15 @@ def test_exported_graph_is_valid_and_named(exported, op):
     centred = weight.int_values.astype(np.int64) - weight.zero_point.astype(np.int64).reshape(-1, 1, 1, 1)
     np.testing.assert_array_equal(inits["conv_b.weight_quantized"], (centred + 128).reshape(8, 36, 1, 1))
     assert inits["conv_b.weight_quantized"].dtype == np.uint8 and inits["conv_b.weight_zero_point"] == 128
-    # s_x·s_w after the int32 sums, bias added to them in float
-    np.testing.assert_array_equal(inits["conv_b.output_scale"].reshape(-1),
-                                  np.float32(inits["conv_b.input_scale"]) * weight.scale)
-    assert [nodes[n].op_type for n in ("conv_b.accumulator_float", "conv_b.accumulator_bias")] == ["Cast", "Add"]
+    # one DequantizeLinear of the int32 sums: zero point −bias, scale s_x·s_w per output channel
+    rescale = nodes["conv_b.rescale"]
+    assert rescale.op_type == "DequantizeLinear" and list(rescale.input) == [
+        "conv_b.accumulator", "conv_b.output_scale", "conv_b.accumulator_zero_point"]
+    assert {a.name: helper.get_attribute_value(a) for a in rescale.attribute} == {"axis": 1}
+    np.testing.assert_array_equal(inits["conv_b.output_scale"], np.float32(inits["conv_b.input_scale"]) * weight.scale)
+    np.testing.assert_array_equal(inits["conv_b.accumulator_zero_point"],
+                                  -exported["params"].layers["conv_b"].bias.int_values.astype(np.int32))
+    assert inits["conv_b.accumulator_zero_point"].dtype == np.int32 and "conv_b.accumulator_float" not in nodes
     # downstream nodes read the original tensor names
     assert nodes["conv_b.rescale"].output[0] == "b" and nodes["conv_b_relu"].input[0] == "b"
     border_nodes = [n for n in model.graph.node if n.op_type == "BorderRound"]

@@ -26,8 +26,8 @@ ONNX Runtime folds them at load and the layer runs as a prepacked float convolut
 A 1×1 Conv in integer form (the im2col form's column conv, a pointwise conv) on unsigned codes
 runs on the codes directly, no DequantizeLinear (``export.conv_integer``, default on)::
 
-    codes, W_uint8 (w − z_w + 128) → ConvInteger(z_x, 128) → <layer>.accumulator (int32) → Cast
-        → [Add(<layer>.bias_channels)] → Mul(<layer>.output_scale) → Y
+    codes, W_uint8 (w − z_w + 128) → ConvInteger(z_x, 128) → <layer>.accumulator (int32)
+        → DequantizeLinear(<layer>.output_scale, zero point −b) → Y
 
 Other layers (accumulator beyond 2^24, a float bias off the accumulator grid, Gemm alpha ≠ 1,
 ConvTranspose) keep the float form: the same nodes with the real scales and no Mul.

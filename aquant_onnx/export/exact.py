@@ -129,10 +129,13 @@ def conv_integer_layer(emit: Emitter, node: gs.Node, codes: gs.Tensor, zero_poin
     those of the 1×1 Conv) in place::
 
         codes, <layer>.weight_quantized (w − z_w + 128, [OC, C/g·kh·kw, 1, 1]) → ConvInteger
-        → <layer>.accumulator (int32) → Cast → [Add <layer>.bias_channels] → Mul(<layer>.output_scale) → Y
+        → <layer>.accumulator (int32) → DequantizeLinear <layer>.rescale (scale <layer>.output_scale,
+          zero point <layer>.accumulator_zero_point = −b, axis 1) → Y
 
-    The Add in float32 is the float form's arithmetic in both of its cases: exact where the
-    biased sums stay within float32's integers, else the simulation's single rounding."""
+    (acc − (−b))·s_x·s_w is the float form's arithmetic exactly while the biased sums stay within
+    float32's integers, in one pass over the int32 sums instead of Cast, Add and Mul (4–22 % less
+    time per layer, ``benchmarks.ort_latency --layer-forms`` at 1 thread). Where they do not, the bias is added in float32
+    after a Cast, the simulation's single rounding: Cast → Add <layer>.bias_channels → Mul."""
     weight = _centred_weight(layer.weight) + CONV_INTEGER_WEIGHT_OFFSET
     out_channels = weight.shape[0]
     shape = channel_shape(node, 1, weight.ndim)  # while node is still the Conv
@@ -141,6 +144,13 @@ def conv_integer_layer(emit: Emitter, node: gs.Node, codes: gs.Tensor, zero_poin
     node.inputs = [codes, emit.constant("weight_quantized", weight.astype(np.uint8).reshape(out_channels, -1, 1, 1)),
                    zero_point, emit.constant("weight_zero_point", np.array(CONV_INTEGER_WEIGHT_OFFSET, np.uint8))]
     node.outputs = [gs.Variable(f"{node.name}.accumulator", dtype=np.int32)]
+    if layer.bias is None or exact_accumulator(layer, with_bias=True):
+        scale = np.broadcast_to(output_scale.reshape(-1), (out_channels,))
+        inputs = [node.outputs[0], emit.constant("output_scale", scale.astype(np.float32))]
+        if layer.bias is not None:  # |b| < 2^24 here, so −b is an int32 too
+            inputs.append(emit.constant("accumulator_zero_point", -layer.bias.int_values.astype(np.int32).reshape(-1)))
+        emit.op("DequantizeLinear", "rescale", inputs, {"axis": 1}, output=output)
+        return
     y = emit.op("Cast", "accumulator_float", [node.outputs[0]], {"to": onnx.TensorProto.FLOAT})
     if layer.bias is not None:
         bias = emit.constant("bias_channels", layer.bias.int_values.astype(np.float32).reshape(shape))
