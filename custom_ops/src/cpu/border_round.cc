@@ -473,7 +473,7 @@ void RunIm2col(OrtKernelContext* context, const BorderRoundProblem& problem, con
     // run's tail below, the codes by the code loops). Filling it per task cost 15 % of the op on
     // ResNet-20's [32, 16, 32, 32] maps, one group a task.
     std::unique_ptr<float[]> padded(new float[layout.phases * layout.phase_pitch]);
-    std::vector<float> row(layout.padded_w);
+    std::vector<float> row(problem.stride_w > 1 ? layout.padded_w : 0);  // stride 1 writes its phase rows directly
     std::vector<float> fused(problem.fuse && !one_pass ? longest : 0);
     std::unique_ptr<Out[]> wide_run(new Out[(one_pass ? kernel_area : 1) * longest]);
     std::vector<float> widened(std::is_same_v<In, float> ? 0 : problem.width);
