@@ -252,7 +252,8 @@ def profile_summary(sess: Any, call: Callable[[], None], runs: int, top: int = 8
 
 
 def _kernel_model(op: str, batch: int) -> bytes:
-    """One-node model on X [batch, 96, 112, 112]: BorderRound element-wise / im2col 3x3, or QuantizeLinear."""
+    """One-node model on X [batch, 96, 112, 112]: BorderRound element-wise / im2col 3x3 (stride 1, or 2 as
+    MobileNetV2's downsampling depthwise convs), or QuantizeLinear."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -264,14 +265,15 @@ def _kernel_model(op: str, batch: int) -> bytes:
     if op == "QuantizeLinear":
         node = helper.make_node("QuantizeLinear", ["x", "scale", "zero_point"], ["codes"])
     else:
-        im2col = op == "im2col3x3"
+        im2col = op.startswith("im2col3x3")
+        stride = 2 if op == "im2col3x3s2" else 1
         width = KERNEL_CHANNELS * 9 if im2col else KERNEL_CHANNELS
         coeffs = np.stack([0.5 + 0.05 * rng.standard_normal(width), 0.01 * rng.standard_normal(width)]).astype(np.float32)
         inits.append(numpy_helper.from_array(coeffs, "coeffs"))  # linear borders, as for MobileNetV2
         attrs: dict = {"qmin": 0, "qmax": 15}
         if im2col:
-            attrs.update(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], dilations=[1, 1], fuse=1)
-            out_shape = [batch, width, KERNEL_SIZE * KERNEL_SIZE]
+            attrs.update(kernel_shape=[3, 3], strides=[stride, stride], pads=[1, 1, 1, 1], dilations=[1, 1], fuse=1)
+            out_shape = [batch, width, (KERNEL_SIZE // stride) ** 2]
         else:
             attrs["axis"] = 1
         node = helper.make_node("BorderRound", ["x", "scale", "zero_point", "coeffs"], ["codes"],
@@ -304,7 +306,7 @@ def measure_kernels(batches: list[int], provider: str, threads: int, args: argpa
     rng = np.random.default_rng(0)
     for batch in batches:
         x_bytes = batch * KERNEL_CHANNELS * KERNEL_SIZE * KERNEL_SIZE * 4
-        for op in ("QuantizeLinear", "channel", "im2col3x3"):
+        for op in ("QuantizeLinear", "channel", "im2col3x3", "im2col3x3s2"):
             variant = op if op == "QuantizeLinear" else f"BorderRound_{op}"
             if _cell_key(KERNEL_MODEL, variant, batch, provider, threads) in done:
                 continue

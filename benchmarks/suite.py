@@ -166,7 +166,7 @@ def latency_jobs() -> list[Job]:
     from .ort_latency import KERNEL_MODEL, VARIANTS
 
     batches = (1, 32)
-    kernels = ("QuantizeLinear", "BorderRound_channel", "BorderRound_im2col3x3")
+    kernels = ("QuantizeLinear", "BorderRound_channel", "BorderRound_im2col3x3", "BorderRound_im2col3x3s2")
     jobs = []
     for provider, threads, gpu in (("cpu", 2, False), ("cpu", 1, False), ("cuda", 2, True)):
         suffix = "" if threads == 2 else f", {threads} thread"
