@@ -134,8 +134,9 @@ def conv_integer_layer(emit: Emitter, node: gs.Node, codes: gs.Tensor, zero_poin
 
     (acc − (−b))·s_x·s_w is the float form's arithmetic exactly while the biased sums stay within
     float32's integers, in one pass over the int32 sums instead of Cast, Add and Mul (4–22 % less
-    time per layer, ``benchmarks.ort_latency --layer-forms`` at 1 thread). Where they do not, the bias is added in float32
-    after a Cast, the simulation's single rounding: Cast → Add <layer>.bias_channels → Mul."""
+    time per layer, ``benchmarks.ort_latency --layer-forms`` at 1 thread). Where they do not, the
+    bias is added in float32 after a Cast, the simulation's single rounding: Cast → Add
+    <layer>.bias_channels → Mul."""
     weight = _centred_weight(layer.weight) + CONV_INTEGER_WEIGHT_OFFSET
     out_channels = weight.shape[0]
     shape = channel_shape(node, 1, weight.ndim)  # while node is still the Conv
@@ -151,10 +152,10 @@ def conv_integer_layer(emit: Emitter, node: gs.Node, codes: gs.Tensor, zero_poin
             inputs.append(emit.constant("accumulator_zero_point", -layer.bias.int_values.astype(np.int32).reshape(-1)))
         emit.op("DequantizeLinear", "rescale", inputs, {"axis": 1}, output=output)
         return
+    # Here the layer has a bias (without one the sums are exact and took the DequantizeLinear above).
     y = emit.op("Cast", "accumulator_float", [node.outputs[0]], {"to": onnx.TensorProto.FLOAT})
-    if layer.bias is not None:
-        bias = emit.constant("bias_channels", layer.bias.int_values.astype(np.float32).reshape(shape))
-        y = emit.op("Add", "accumulator_bias", [y, bias])
+    bias = emit.constant("bias_channels", layer.bias.int_values.astype(np.float32).reshape(shape))
+    y = emit.op("Add", "accumulator_bias", [y, bias])
     emit.op("Mul", "rescale", [emit.constant("output_scale", output_scale.reshape(shape)), y], output=output)
 
 

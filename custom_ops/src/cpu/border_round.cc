@@ -223,7 +223,7 @@ AQUANT_INLINE void FusedRunImpl(Out* codes, int64_t code_pitch, const float* v, 
 constexpr bool HasFusedRun(int64_t taps) { return taps == 9 || taps == 25; }
 constexpr int64_t kMaxFusedTaps = 25;
 
-
+// Precondition: HasFusedRun(taps).
 template <typename Out>
 AQUANT_INLINE void FusedRunAnyTaps(Out* codes, int64_t code_pitch, const float* v, const int64_t* offsets,
                                    const Border* borders, int64_t taps, int64_t length, Quantizer q, int32_t degree) {
@@ -373,10 +373,10 @@ InsideRange InsideWindows(int64_t windows, int64_t stride, int64_t pad, int64_t 
 // (padded_h x padded_w: exactly the positions windows read) is stored as stride_h * stride_w phase
 // planes: padded entry (py, px) lies in phase (py % stride_h, px % stride_w) at row py / stride_h,
 // column px / stride_w of a phase_h x phase_w plane. The phase planes of `stack` images follow
-// each other within one region per phase (phase_pitch apart, with kVectorRun entries of slack). Tap (ky, kx) of window (oy, ox) reads padded
-// entry (oy * stride_h + ry, ox * stride_w + rx), ry = ky * dilation_h, rx = kx * dilation_w, which
-// is entry (oy + ry / stride_h, ox + rx / stride_w) of phase (ry % stride_h, rx % stride_w). So with
-// any stride the windows of one tap, in "wide" order j = oy * phase_w + ox, are one contiguous run
+// each other within one region per phase (phase_pitch apart, with kVectorRun entries of slack).
+// Tap (ky, kx) of window (oy, ox) reads padded entry (oy * stride_h + ry, ox * stride_w + rx),
+// ry = ky * dilation_h, rx = kx * dilation_w, which is entry (oy + ry / stride_h, ox + rx / stride_w)
+// of phase (ry % stride_h, rx % stride_w). So with any stride the windows of one tap, in "wide" order j = oy * phase_w + ox, are one contiguous run
 // starting at that tap's origin, and continuing into the next images' windows phase_plane apart
 // (with stride 1 there is one phase, the padded plane itself). The entries past each row of
 // windows, and those between images, are computed and never read.
