@@ -31,7 +31,9 @@ QuantizeLinear + Clip) in four forms: ``qdq_w4a4`` (DequantizeLinear → float C
 by s_x·s_w), ``integer_convinteger`` (ConvInteger with uint8 weights w + 128 → one DequantizeLinear
 of the int32 sums with zero point −bias and scale s_x·s_w; the exporter's form for 1x1 layers) and
 ``integer_convinteger_cast`` (the same sums → Cast → Add bias → Mul, the exporter's form where
-the biased sums leave float32's integers). ``--profile`` writes ORT profiles of each model cell and logs the op types
+the biased sums leave float32's integers); the depthwise column conv also in
+``integer_convinteger_windows``, the exporter's form for it: the columns as [N, C, 9, L] under a
+9x1 ConvInteger, 4 groups merged into one with block-diagonal weights. ``--profile`` writes ORT profiles of each model cell and logs the op types
 that take the most time. One CSV row per (model, variant, batch, provider) is appended to
 ``benchmarks/results/ort_latency.csv``; ``ort_latency.md`` is regenerated from it.
 """
@@ -87,7 +89,10 @@ LAYER_SHAPES = {"layer[N,32,16,16] conv3x3": (32, 16, 32, 3, 1), "layer[N,96,56,
                 "layer[N,144,56,56] depthwise3x3": (144, 56, 144, 3, 144),
                 "layer[N,288,16,16] im2col_columns": (288, 16, 32, 1, 1),
                 "layer[N,864,56,56] im2col_columns_depthwise": (864, 56, 96, 1, 96)}
-LAYER_FORMS = ("qdq_w4a4", "integer_float_conv", "integer_convinteger", "integer_convinteger_cast")
+LAYER_FORMS = ("qdq_w4a4", "integer_float_conv", "integer_convinteger", "integer_convinteger_cast",
+               "integer_convinteger_windows")
+WINDOWS_FORM_SHAPES = ("layer[N,864,56,56] im2col_columns_depthwise",)  # the depthwise columns only
+WINDOWS_GROUPS_MERGED, WINDOWS_TAPS = 4, 9
 
 
 def _provider_name(provider: str) -> str:
@@ -343,9 +348,14 @@ def _layer_model(shape_name: str, form: str, batch: int) -> bytes:
     if form.startswith("integer_convinteger"):  # the exporter's: uint8 weights w + 128, zero point 128
         bias = rng.integers(-1000, 1000, out_channels)
         values.update(weight_zero_point=np.array(128, np.uint8), weight=(weight.astype(np.int16) + 128).astype(np.uint8))
-        nodes.append(helper.make_node("ConvInteger", ["codes", "weight", "zero_point", "weight_zero_point"], ["acc"],
-                                      **conv))
-        if form == "integer_convinteger":
+        if form == "integer_convinteger_windows":  # depthwise columns as [N, C, 9, L], 4 groups merged
+            values["weight"] = _merged_groups(values["weight"], group)
+            values["columns_shape"] = np.array([batch, group, WINDOWS_TAPS, size * size], np.int64)
+            conv = {"kernel_shape": [WINDOWS_TAPS, 1], "group": group // WINDOWS_GROUPS_MERGED}
+            nodes.append(helper.make_node("Reshape", ["codes", "columns_shape"], ["columns"]))
+        nodes.append(helper.make_node("ConvInteger", ["columns" if "columns_shape" in values else "codes", "weight",
+                                                      "zero_point", "weight_zero_point"], ["acc"], **conv))
+        if form in ("integer_convinteger", "integer_convinteger_windows"):
             values.update(acc_zero_point=(-bias).astype(np.int32), output_scale=values["output_scale"].reshape(-1))
             nodes.append(helper.make_node("DequantizeLinear", ["acc", "output_scale", "acc_zero_point"], ["y"], axis=1))
         else:
@@ -369,6 +379,16 @@ def _layer_model(shape_name: str, form: str, batch: int) -> bytes:
     return helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
 
+def _merged_groups(weight: np.ndarray, group: int) -> np.ndarray:
+    """[OC, 9, 1, 1] uint8 depthwise-column weights → [OC, 4, 9, 1], each output channel's kernel
+    in its group's slot, 128 (zero) elsewhere: the exporter's merged groups."""
+    out_channels = weight.shape[0]
+    blocks = np.full((out_channels, WINDOWS_GROUPS_MERGED, WINDOWS_TAPS, 1), 128, np.uint8)
+    slot = (np.arange(out_channels) // (out_channels // group)) % WINDOWS_GROUPS_MERGED
+    blocks[np.arange(out_channels), slot, :, 0] = weight.reshape(out_channels, WINDOWS_TAPS)
+    return blocks
+
+
 def measure_layer_forms(batches: list[int], provider: str, threads: int, args: argparse.Namespace,
                         done: set[tuple]) -> list[dict]:
     rows = []
@@ -376,6 +396,8 @@ def measure_layer_forms(batches: list[int], provider: str, threads: int, args: a
     for shape_name in LAYER_SHAPES:
         for batch in batches:
             for form in LAYER_FORMS:
+                if form == "integer_convinteger_windows" and shape_name not in WINDOWS_FORM_SHAPES:
+                    continue
                 if _cell_key(shape_name, form, batch, provider, threads) in done:
                     continue
                 sess = open_session(_layer_model(shape_name, form, batch), provider, threads)

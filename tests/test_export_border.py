@@ -219,10 +219,12 @@ def test_exported_graph_is_valid_and_named(exported, op):
         assert coeffs.shape[0] == (2 if name == "conv_d" else 3)
         assert all(node.startswith(name) for node in nodes if f"{name}." in node)
     for name in IM2COL_LAYERS:  # the Conv keeps its name and becomes 1x1 on the columns: a ConvInteger,
-        # except conv_a, whose 8-bit first-layer weights centred (w − z_w) leave uint8's range
+        # except conv_a, whose 8-bit first-layer weights centred (w − z_w) leave uint8's range, and the
+        # depthwise conv_c, a 9x1 ConvInteger on the columns as [N, 8, 9, L] with 4 groups merged in one
         attrs = {a.name: helper.get_attribute_value(a) for a in nodes[name].attribute}
-        assert nodes[name].op_type == ("Conv" if name == "conv_a" else "ConvInteger") and attrs["kernel_shape"] == [1, 1]
-        assert attrs["pads"] == [0, 0, 0, 0] and attrs["group"] == {"conv_b": 2, "conv_c": 8}.get(name, 1)
+        assert nodes[name].op_type == ("Conv" if name == "conv_a" else "ConvInteger")
+        assert attrs["kernel_shape"] == ([9, 1] if name == "conv_c" else [1, 1]), name
+        assert attrs["pads"] == [0, 0, 0, 0] and attrs["group"] == {"conv_b": 2, "conv_c": 2}.get(name, 1)
         assert nodes[name].output[0] == f"{name}.accumulator"
         assert inits[f"{name}{BORDER_COEFFS_SUFFIX}"].size == 3 * (4 if name == "conv_a" else 8) * 9
     assert nodes["conv_b"].input[0] == "conv_b.input_columns"  # the codes themselves, no DequantizeLinear
@@ -232,6 +234,17 @@ def test_exported_graph_is_valid_and_named(exported, op):
     centred = weight.int_values.astype(np.int64) - weight.zero_point.astype(np.int64).reshape(-1, 1, 1, 1)
     np.testing.assert_array_equal(inits["conv_b.weight_quantized"], (centred + 128).reshape(8, 36, 1, 1))
     assert inits["conv_b.weight_quantized"].dtype == np.uint8 and inits["conv_b.weight_zero_point"] == 128
+    # conv_c: channel c's kernel in slot c mod 4 of its merged group, zero (128) in the other slots
+    depthwise = exported["params"].layers["conv_c"].weight
+    centred = depthwise.int_values.astype(np.int64) - depthwise.zero_point.astype(np.int64).reshape(-1, 1, 1, 1)
+    merged = inits["conv_c.weight_quantized"]
+    assert merged.shape == (8, 4, 9, 1) and merged.dtype == np.uint8
+    for channel in range(8):
+        for slot in range(4):
+            expected = centred[channel].reshape(9) + 128 if slot == channel % 4 else np.full(9, 128)
+            np.testing.assert_array_equal(merged[channel, slot, :, 0], expected, err_msg=f"{channel} {slot}")
+    shapes = {name: inits[f"conv_c.{name}_shape"].tolist() for name in ("input_columns", "output_windows")}
+    assert shapes == {"input_columns": [0, 8, 9, 36], "output_windows": [0, 8, 6, 6]}  # 6x6 windows
     # one DequantizeLinear of the int32 sums: zero point −bias, scale s_x·s_w per output channel
     rescale = nodes["conv_b.rescale"]
     assert rescale.op_type == "DequantizeLinear" and list(rescale.input) == [

@@ -49,8 +49,8 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ..errors import ExportError
-from .exact import (Emitter, accumulates_integers, channel_shape, conv_integer_layer, exact_accumulator,
-                    rescale_output, runs_on_conv_integer)
+from .exact import (CONV_INTEGER_WEIGHT_OFFSET, Emitter, accumulates_integers, channel_shape, conv_integer_layer,
+                    conv_integer_weight, exact_accumulator, rescale_output, runs_on_conv_integer)
 from .params import ActivationParams, BorderParams, LayerParams
 from .qdq import dequantize_codes, quantize_bias, quantize_weight
 
@@ -59,6 +59,7 @@ BORDER_ROUND_SUFFIX = ".border_round"
 BORDER_COEFFS_SUFFIX = ".border_coeffs"
 BORDER_UNFOLD_SUFFIX = ".border_unfold"  # the one-hot Conv of the standard-op im2col form
 BORDER_OPS = ("custom", "onnx")
+DEPTHWISE_GROUPS_MERGED = 4  # depthwise groups per ConvInteger group (:func:`_conv_on_window_columns`)
 
 
 @dataclass(frozen=True)
@@ -124,13 +125,22 @@ def quantize_layer_with_border(graph: gs.Graph, node: gs.Node, activation_index:
         _im2col_codes_onnx(emit, source, scale, border, activation, codes, windows)
     else:
         _elementwise_codes_onnx(emit, source, scale, border, activation, codes)
-    if windows is not None:
+    windowed = on_conv_integer and windows is not None and windows.in_channels == windows.group
+    if windowed:
+        codes = _conv_on_window_columns(emit, node, windows, codes)
+    elif windows is not None:
         codes = emit.reshape("input_columns", codes, [0, windows.in_channels * windows.taps, *windows.output_size],
                              dtype=code_dtype)
         _conv_on_columns(emit, node, windows, reshape_weight=not on_conv_integer)
     output_scale = np.float32(activation.scale) * layer.weight.scale.astype(np.float32) if integer else None
     if on_conv_integer:
-        conv_integer_layer(emit, node, codes, zero_point, layer, output_scale)
+        weight = conv_integer_weight(layer)
+        if windowed:
+            conv_integer_layer(emit, node, codes, zero_point, layer, output_scale, _merged_groups_weight(weight, windows),
+                               output_shape=[0, windows.out_channels, *windows.output_size])
+        else:
+            conv_integer_layer(emit, node, codes, zero_point, layer, output_scale,
+                               weight.reshape(weight.shape[0], -1, 1, 1))
         return
     node.inputs[0 if windows is not None else activation_index] = dequantize_codes(
         graph, node.name, codes, code_scale, zero_point)
@@ -220,6 +230,39 @@ def _conv_on_columns(emit: Emitter, node: gs.Node, windows: _ConvWindows, reshap
         node.inputs[1] = emit.reshape("im2col_weight", node.inputs[1], [windows.out_channels, group_rows, 1, 1])
     node.attrs = {"group": windows.group, "kernel_shape": [1, 1], "strides": [1, 1], "pads": [0, 0, 0, 0],
                   "dilations": [1, 1]}
+
+
+def _merged_group_count(windows: _ConvWindows) -> int:
+    """How many of a depthwise conv's groups one ConvInteger group takes (:func:`_conv_on_window_columns`)."""
+    return math.gcd(windows.group, DEPTHWISE_GROUPS_MERGED)
+
+
+def _conv_on_window_columns(emit: Emitter, node: gs.Node, windows: _ConvWindows, codes: gs.Variable) -> gs.Variable:
+    """Turn a depthwise Conv (one input channel a group) into a (kh·kw)×1 ConvInteger on the
+    columns viewed as [N, C, kh·kw, OH·OW], :func:`_merged_group_count` groups in one.
+
+    ORT's ConvInteger runs one GEMM per image and group: for a depthwise conv on the columns a
+    1×kh·kw by kh·kw×L product, whose fixed cost dominates. Merged groups share one GEMM
+    (block-diagonal weights, zeros elsewhere), and the (kh·kw)×1 kernel makes ORT copy each
+    group's columns into a contiguous buffer first, which its GEMM then reads from cache
+    (``benchmarks.ort_latency --layer-forms``, ``integer_convinteger_windows``)."""
+    merged = _merged_group_count(windows)
+    node.attrs = {"group": windows.group // merged, "kernel_shape": [windows.taps, 1], "strides": [1, 1],
+                  "pads": [0, 0, 0, 0], "dilations": [1, 1]}
+    return emit.reshape("input_columns", codes, [0, windows.in_channels, windows.taps, windows.windows],
+                        dtype=codes.dtype)
+
+
+def _merged_groups_weight(weight: np.ndarray, windows: _ConvWindows) -> np.ndarray:
+    """ConvInteger weight [OC, merged, kh·kw, 1] of :func:`_conv_on_window_columns`: output channel
+    o keeps its kernel in the slot of its own group, zero (128) in the other merged groups' slots."""
+    merged = _merged_group_count(windows)
+    out_channels = weight.shape[0]
+    per_group = out_channels // windows.group
+    blocks = np.full((out_channels, merged, windows.taps, 1), CONV_INTEGER_WEIGHT_OFFSET, np.uint8)
+    slot = (np.arange(out_channels) // per_group) % merged
+    blocks[np.arange(out_channels), slot, :, 0] = weight.reshape(out_channels, windows.taps)
+    return blocks
 
 
 def _polynomial(emit: Emitter, v: gs.Tensor, coeffs: gs.Constant, degree: int) -> gs.Tensor:

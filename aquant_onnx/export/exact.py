@@ -123,27 +123,36 @@ def runs_on_conv_integer(node: gs.Node, layer: LayerParams, im2col: bool) -> boo
     return bool(centred.min() >= 0 and centred.max() <= 255)
 
 
-def conv_integer_layer(emit: Emitter, node: gs.Node, codes: gs.Tensor, zero_point: gs.Constant, layer: LayerParams,
-                       output_scale: np.ndarray) -> None:
-    """Rewrite the 1×1 ``node`` (precondition: :func:`runs_on_conv_integer`; attributes already
-    those of the 1×1 Conv) in place::
+def conv_integer_weight(layer: LayerParams) -> np.ndarray:
+    """The layer's weight as ConvInteger takes it: w − z_w + 128 as uint8, [OC, C/g, kh, kw]."""
+    return (_centred_weight(layer.weight) + CONV_INTEGER_WEIGHT_OFFSET).astype(np.uint8)
 
-        codes, <layer>.weight_quantized (w − z_w + 128, [OC, C/g·kh·kw, 1, 1]) → ConvInteger
+
+def conv_integer_layer(emit: Emitter, node: gs.Node, codes: gs.Tensor, zero_point: gs.Constant, layer: LayerParams,
+                       output_scale: np.ndarray, weight: np.ndarray, output_shape: list[int] | None = None) -> None:
+    """Rewrite ``node`` (precondition: :func:`runs_on_conv_integer`; attributes already those of
+    the convolution ``weight`` (uint8, :func:`conv_integer_weight` in that convolution's layout) is
+    for) in place::
+
+        codes, <layer>.weight_quantized (weight) → ConvInteger
         → <layer>.accumulator (int32) → DequantizeLinear <layer>.rescale (scale <layer>.output_scale,
-          zero point <layer>.accumulator_zero_point = −b, axis 1) → Y
+          zero point <layer>.accumulator_zero_point = −b, axis 1) [→ Reshape <layer>.output_windows
+          to ``output_shape``] → Y
 
     (acc − (−b))·s_x·s_w is the float form's arithmetic exactly while the biased sums stay within
     float32's integers, in one pass over the int32 sums instead of Cast, Add and Mul (4–22 % less
     time per layer, ``benchmarks.ort_latency --layer-forms`` at 1 thread). Where they do not, the
     bias is added in float32 after a Cast, the simulation's single rounding: Cast → Add
     <layer>.bias_channels → Mul."""
-    weight = _centred_weight(layer.weight) + CONV_INTEGER_WEIGHT_OFFSET
     out_channels = weight.shape[0]
     shape = channel_shape(node, 1, weight.ndim)  # while node is still the Conv
     output = node.outputs[0]
+    if output_shape is not None:
+        final, output = output, gs.Variable(f"{node.name}.rescaled", dtype=np.float32)
+        emit.reshape("output_windows", output, output_shape, output=final)
     node.op = "ConvInteger"
-    node.inputs = [codes, emit.constant("weight_quantized", weight.astype(np.uint8).reshape(out_channels, -1, 1, 1)),
-                   zero_point, emit.constant("weight_zero_point", np.array(CONV_INTEGER_WEIGHT_OFFSET, np.uint8))]
+    node.inputs = [codes, emit.constant("weight_quantized", weight), zero_point,
+                   emit.constant("weight_zero_point", np.array(CONV_INTEGER_WEIGHT_OFFSET, np.uint8))]
     node.outputs = [gs.Variable(f"{node.name}.accumulator", dtype=np.int32)]
     if layer.bias is None or exact_accumulator(layer, with_bias=True):
         scale = np.broadcast_to(output_scale.reshape(-1), (out_channels,))
