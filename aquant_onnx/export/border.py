@@ -29,6 +29,9 @@ runs on the codes directly, no DequantizeLinear (``export.conv_integer``, defaul
     codes, W_uint8 (w − z_w + 128) → ConvInteger(z_x, 128) → <layer>.accumulator (int32)
         → DequantizeLinear(<layer>.output_scale, zero point −b) → Y
 
+A depthwise conv's columns instead go in as [N, C, kh·kw, OH·OW] to a (kh·kw)×1 ConvInteger that
+merges groups (:func:`_conv_on_window_columns`), and a Reshape restores Y's [N, OC, OH, OW].
+
 Other layers (accumulator beyond 2^24, a float bias off the accumulator grid, Gemm alpha ≠ 1,
 ConvTranspose) keep the float form: the same nodes with the real scales and no Mul.
 
