@@ -343,3 +343,31 @@ def test_onnx_runtime_folds_the_weights_of_bordered_layers(exported_float_conv, 
     assert not [n.name for n in dequantized if n.input[0] in initializers], "weights dequantized at run time"
     assert len(dequantized) == len(LAYERS)  # one per layer input: the codes
     assert not any("ConvMulFusion" in name for name in initializers)
+
+
+@pytest.mark.parametrize("channels, multiplier, merged", [(8, 1, 4), (6, 2, 2), (3, 3, 1)])
+def test_merged_depthwise_groups_sum_each_channel_on_its_own(channels, multiplier, merged):
+    """The depthwise window form in ONNX Runtime: merged groups (4, or what divides C) with
+    block-diagonal weights and depth multipliers give each output channel the sum over its own
+    input channel's kh·kw column rows only."""
+    from aquant_onnx.export.border import _ConvWindows, _merged_group_count, _merged_groups_weight
+
+    out_channels, taps, windows = channels * multiplier, 9, 20
+    geometry = _ConvWindows((3, 3), (1, 1), (1, 1, 1, 1), (1, 1), channels, channels, out_channels, (4, 5), (4, 5))
+    assert _merged_group_count(geometry) == merged
+    rng = np.random.default_rng(channels)
+    weight = rng.integers(120, 137, (out_channels, 1, 3, 3)).astype(np.uint8)  # centred w − z_w + 128
+    codes = rng.integers(0, 16, (2, channels * taps, windows)).astype(np.uint8)
+    nodes = [helper.make_node("Reshape", ["codes", "shape"], ["columns"]),
+             helper.make_node("ConvInteger", ["columns", "weight", "x_zero", "w_zero"], ["y"],
+                              kernel_shape=[taps, 1], group=channels // merged)]
+    inits = [numpy_helper.from_array(np.array([0, channels, taps, windows], np.int64), "shape"),
+             numpy_helper.from_array(_merged_groups_weight(weight, geometry), "weight"),
+             numpy_helper.from_array(np.array(0, np.uint8), "x_zero"), numpy_helper.from_array(np.array(128, np.uint8), "w_zero")]
+    graph = helper.make_graph(nodes, "windows", [helper.make_tensor_value_info("codes", TensorProto.UINT8, None)],
+                              [helper.make_tensor_value_info("y", TensorProto.INT32, None)], inits)
+    model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
+    result = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"codes": codes})[0]
+    rows = codes.reshape(2, channels, taps, windows)[:, np.arange(out_channels) // multiplier].astype(np.int64)
+    expected = np.einsum("ot,notl->nol", weight.reshape(out_channels, taps).astype(np.int64) - 128, rows)
+    np.testing.assert_array_equal(result.reshape(2, out_channels, windows), expected)
