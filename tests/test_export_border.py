@@ -315,7 +315,7 @@ def test_float_input_layer_form(exported_float_input, tmp_path):
     assert list(rows) == list(LAYERS) and rows["conv_a"] == ("Conv", 8, None, 8 * 4 * 9)
 
 
-def test_inspect_reports_borders_of_both_forms(exported, tmp_path):
+def test_inspect_reports_borders_of_both_forms(exported, tmp_path, request):
     from aquant_onnx.export.inspect import inspect_model
 
     reports = {}
@@ -325,6 +325,14 @@ def test_inspect_reports_borders_of_both_forms(exported, tmp_path):
         reports[op] = {row.name: (row.op_type, row.a_bits, row.border) for row in inspect_model(path).layers}
     assert reports["custom"] == reports["onnx"]
     assert reports["custom"]["conv_b"] == ("ConvInteger", 4, "[3, 72] im2col")
+    # the depthwise window form counts its learned weights, not the merged groups' zero slots, as
+    # the float-conv form (no ConvInteger) does
+    counts = {}
+    for form in ("exported", "exported_float_conv"):
+        path = tmp_path / f"{form}_counts.onnx"
+        onnx.save(request.getfixturevalue(form)["custom"]["model"], path)
+        counts[form] = {row.name: row.weights for row in inspect_model(path).layers}
+    assert counts["exported"]["conv_c"] == 8 * 9 and counts["exported"] == counts["exported_float_conv"]
     assert reports["custom"]["conv_d"] == ("ConvInteger", 4, "[2, 8] element-wise")
     assert reports["custom"]["fc"] == ("Gemm", 8, "[3, 6] element-wise")
 

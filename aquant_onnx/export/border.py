@@ -61,6 +61,7 @@ AQUANT_DOMAIN = "com.aquant"
 BORDER_ROUND_SUFFIX = ".border_round"
 BORDER_COEFFS_SUFFIX = ".border_coeffs"
 BORDER_UNFOLD_SUFFIX = ".border_unfold"  # the one-hot Conv of the standard-op im2col form
+COLUMNS_SUFFIX = ".input_columns"  # the Reshape that views the im2col codes as the layer's input
 BORDER_OPS = ("custom", "onnx")
 DEPTHWISE_GROUPS_MERGED = 4  # depthwise groups per ConvInteger group (:func:`_conv_on_window_columns`)
 
@@ -132,7 +133,7 @@ def quantize_layer_with_border(graph: gs.Graph, node: gs.Node, activation_index:
     if windowed:
         codes = _conv_on_window_columns(emit, node, windows, codes)
     elif windows is not None:
-        codes = emit.reshape("input_columns", codes, [0, windows.in_channels * windows.taps, *windows.output_size],
+        codes = emit.reshape(COLUMNS_SUFFIX[1:], codes, [0, windows.in_channels * windows.taps, *windows.output_size],
                              dtype=code_dtype)
         _conv_on_columns(emit, node, windows, reshape_weight=not on_conv_integer)
     output_scale = np.float32(activation.scale) * layer.weight.scale.astype(np.float32) if integer else None
@@ -252,7 +253,7 @@ def _conv_on_window_columns(emit: Emitter, node: gs.Node, windows: _ConvWindows,
     merged = _merged_group_count(windows)
     node.attrs = {"group": windows.group // merged, "kernel_shape": [windows.taps, 1], "strides": [1, 1],
                   "pads": [0, 0, 0, 0], "dilations": [1, 1]}
-    return emit.reshape("input_columns", codes, [0, windows.in_channels, windows.taps, windows.windows],
+    return emit.reshape(COLUMNS_SUFFIX[1:], codes, [0, windows.in_channels, windows.taps, windows.windows],
                         dtype=codes.dtype)
 
 
