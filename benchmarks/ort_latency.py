@@ -92,7 +92,7 @@ LAYER_SHAPES = {"layer[N,32,16,16] conv3x3": (32, 16, 32, 3, 1), "layer[N,96,56,
 LAYER_FORMS = ("qdq_w4a4", "integer_float_conv", "integer_convinteger", "integer_convinteger_cast",
                "integer_convinteger_windows")
 WINDOWS_FORM_SHAPES = ("layer[N,864,56,56] im2col_columns_depthwise",)  # the depthwise columns only
-WINDOWS_GROUPS_MERGED, WINDOWS_TAPS = 4, 9
+WINDOWS_TAPS = 9  # a 3x3 kernel's columns
 
 
 def _provider_name(provider: str) -> str:
@@ -348,13 +348,17 @@ def _layer_model(shape_name: str, form: str, batch: int) -> bytes:
     if form.startswith("integer_convinteger"):  # the exporter's: uint8 weights w + 128, zero point 128
         bias = rng.integers(-1000, 1000, out_channels)
         values.update(weight_zero_point=np.array(128, np.uint8), weight=(weight.astype(np.int16) + 128).astype(np.uint8))
-        if form == "integer_convinteger_windows":  # depthwise columns as [N, C, 9, L], 4 groups merged
-            values["weight"] = _merged_groups(values["weight"], group)
+        source = "codes"
+        if form == "integer_convinteger_windows":  # depthwise columns as [N, C, 9, L], groups merged
+            from aquant_onnx.export.border import DEPTHWISE_GROUPS_MERGED, merged_groups_weight
+
+            values["weight"] = merged_groups_weight(values["weight"], group, DEPTHWISE_GROUPS_MERGED)
             values["columns_shape"] = np.array([batch, group, WINDOWS_TAPS, size * size], np.int64)
-            conv = {"kernel_shape": [WINDOWS_TAPS, 1], "group": group // WINDOWS_GROUPS_MERGED}
-            nodes.append(helper.make_node("Reshape", ["codes", "columns_shape"], ["columns"]))
-        nodes.append(helper.make_node("ConvInteger", ["columns" if "columns_shape" in values else "codes", "weight",
-                                                      "zero_point", "weight_zero_point"], ["acc"], **conv))
+            conv = {"kernel_shape": [WINDOWS_TAPS, 1], "group": group // DEPTHWISE_GROUPS_MERGED}
+            source = "columns"
+            nodes.append(helper.make_node("Reshape", ["codes", "columns_shape"], [source]))
+        nodes.append(helper.make_node("ConvInteger", [source, "weight", "zero_point", "weight_zero_point"], ["acc"],
+                                      **conv))
         if form in ("integer_convinteger", "integer_convinteger_windows"):
             values.update(acc_zero_point=(-bias).astype(np.int32), output_scale=values["output_scale"].reshape(-1))
             nodes.append(helper.make_node("DequantizeLinear", ["acc", "output_scale", "acc_zero_point"], ["y"], axis=1))
@@ -377,16 +381,6 @@ def _layer_model(shape_name: str, form: str, batch: int) -> bytes:
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                               [numpy_helper.from_array(v, k) for k, v in values.items()])
     return helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
-
-
-def _merged_groups(weight: np.ndarray, group: int) -> np.ndarray:
-    """[OC, 9, 1, 1] uint8 depthwise-column weights → [OC, 4, 9, 1], each output channel's kernel
-    in its group's slot, 128 (zero) elsewhere: the exporter's merged groups."""
-    out_channels = weight.shape[0]
-    blocks = np.full((out_channels, WINDOWS_GROUPS_MERGED, WINDOWS_TAPS, 1), 128, np.uint8)
-    slot = (np.arange(out_channels) // (out_channels // group)) % WINDOWS_GROUPS_MERGED
-    blocks[np.arange(out_channels), slot, :, 0] = weight.reshape(out_channels, WINDOWS_TAPS)
-    return blocks
 
 
 def measure_layer_forms(batches: list[int], provider: str, threads: int, args: argparse.Namespace,

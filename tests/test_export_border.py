@@ -358,7 +358,7 @@ def test_merged_depthwise_groups_sum_each_channel_on_its_own(channels, multiplie
     """The depthwise window form in ONNX Runtime: merged groups (4, or what divides C) with
     block-diagonal weights and depth multipliers give each output channel the sum over its own
     input channel's kh·kw column rows only."""
-    from aquant_onnx.export.border import _ConvWindows, _merged_group_count, _merged_groups_weight
+    from aquant_onnx.export.border import _ConvWindows, _merged_group_count, merged_groups_weight
 
     out_channels, taps, windows = channels * multiplier, 9, 20
     geometry = _ConvWindows((3, 3), (1, 1), (1, 1, 1, 1), (1, 1), channels, channels, out_channels, (4, 5), (4, 5))
@@ -370,7 +370,7 @@ def test_merged_depthwise_groups_sum_each_channel_on_its_own(channels, multiplie
              helper.make_node("ConvInteger", ["columns", "weight", "x_zero", "w_zero"], ["y"],
                               kernel_shape=[taps, 1], group=channels // merged)]
     inits = [numpy_helper.from_array(np.array([0, channels, taps, windows], np.int64), "shape"),
-             numpy_helper.from_array(_merged_groups_weight(weight, geometry), "weight"),
+             numpy_helper.from_array(merged_groups_weight(weight, channels, merged), "weight"),
              numpy_helper.from_array(np.array(0, np.uint8), "x_zero"), numpy_helper.from_array(np.array(128, np.uint8), "w_zero")]
     graph = helper.make_graph(nodes, "windows", [helper.make_tensor_value_info("codes", TensorProto.UINT8, None)],
                               [helper.make_tensor_value_info("y", TensorProto.INT32, None)], inits)

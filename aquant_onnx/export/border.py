@@ -138,13 +138,13 @@ def quantize_layer_with_border(graph: gs.Graph, node: gs.Node, activation_index:
         _conv_on_columns(emit, node, windows, reshape_weight=not on_conv_integer)
     output_scale = np.float32(activation.scale) * layer.weight.scale.astype(np.float32) if integer else None
     if on_conv_integer:
-        weight = conv_integer_weight(layer)
+        weight, output_shape = conv_integer_weight(layer), None
         if windowed:
-            conv_integer_layer(emit, node, codes, zero_point, layer, output_scale, _merged_groups_weight(weight, windows),
-                               output_shape=[0, windows.out_channels, *windows.output_size])
+            weight = merged_groups_weight(weight, windows.group, _merged_group_count(windows))
+            output_shape = [0, windows.out_channels, *windows.output_size]
         else:
-            conv_integer_layer(emit, node, codes, zero_point, layer, output_scale,
-                               weight.reshape(weight.shape[0], -1, 1, 1))
+            weight = weight.reshape(weight.shape[0], -1, 1, 1)
+        conv_integer_layer(emit, node, codes, zero_point, layer, output_scale, weight, output_shape)
         return
     node.inputs[0 if windows is not None else activation_index] = dequantize_codes(
         graph, node.name, codes, code_scale, zero_point)
@@ -257,15 +257,16 @@ def _conv_on_window_columns(emit: Emitter, node: gs.Node, windows: _ConvWindows,
                         dtype=codes.dtype)
 
 
-def _merged_groups_weight(weight: np.ndarray, windows: _ConvWindows) -> np.ndarray:
-    """ConvInteger weight [OC, merged, kh·kw, 1] of :func:`_conv_on_window_columns`: output channel
-    o keeps its kernel in the slot of its own group, zero (128) in the other merged groups' slots."""
-    merged = _merged_group_count(windows)
+def merged_groups_weight(weight: np.ndarray, group: int, merged: int) -> np.ndarray:
+    """ConvInteger weight [OC, merged, kh·kw, 1] of :func:`_conv_on_window_columns` from the uint8
+    weight (:func:`.exact.conv_integer_weight`, any shape [OC, ...] holding one input channel's kh·kw
+    taps) of a conv with ``group`` groups: output channel o keeps its kernel in the slot of its own
+    group, zero (128) in the other merged groups' slots."""
     out_channels = weight.shape[0]
-    per_group = out_channels // windows.group
-    blocks = np.full((out_channels, merged, windows.taps, 1), CONV_INTEGER_WEIGHT_OFFSET, np.uint8)
-    slot = (np.arange(out_channels) // per_group) % merged
-    blocks[np.arange(out_channels), slot, :, 0] = weight.reshape(out_channels, windows.taps)
+    kernels = weight.reshape(out_channels, -1)
+    blocks = np.full((out_channels, merged, kernels.shape[1], 1), CONV_INTEGER_WEIGHT_OFFSET, np.uint8)
+    slot = (np.arange(out_channels) // (out_channels // group)) % merged
+    blocks[np.arange(out_channels), slot, :, 0] = kernels
     return blocks
 
 

@@ -140,7 +140,8 @@ AQUANT_HOT_LOOP void ScaleRow(const float* x, float* v, int64_t length, Quantize
 }
 
 // even[j] = row[2j], odd[j] = row[2j + 1]: stride 2's column phases, in a loop the compiler
-// vectorises (the general strided copy stayed scalar and took 16 % of a stride-2 op).
+// vectorises (the general strided copy stays scalar: [32, 144, 56, 56] stride 2, 1 thread,
+// 11.2 ms with it against 9.9 ms).
 AQUANT_HOT_LOOP void SplitPairs(const float* row, float* even, float* odd, int64_t pairs) {
   for (int64_t j = 0; j < pairs; ++j) {
     even[j] = row[2 * j];
