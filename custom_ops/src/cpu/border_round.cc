@@ -261,7 +261,7 @@ struct InsideRange {
 template <int64_t Bytes, typename Out>
 AQUANT_INLINE void CopyInChunks(Out* destination, const Out* source, int64_t length) {
   constexpr int64_t kChunk = Bytes / sizeof(Out);
-  for (int64_t i = 0; i + kChunk <= length; i += kChunk) std::memcpy(destination + i, source + i, Bytes);
+  for (int64_t i = 0; i + kChunk < length; i += kChunk) std::memcpy(destination + i, source + i, Bytes);
   std::memcpy(destination + length - kChunk, source + length - kChunk, Bytes);
 }
 
@@ -420,35 +420,39 @@ void FillPhasePlanes(float* block, float* row, float* widened, const In* x_plane
   // Padded rows in input order (each input row read once, in sequence: with stride 2, reading the
   // even rows first and then the odd ones made the op 2x slower per image once X left the cache);
   // rows past padded_h fill the phases' last rows.
-  for (int64_t padded_y = 0; padded_y < sh * layout.phase_h; ++padded_y) {
-    const int64_t phase_y = padded_y % sh, phase_row = padded_y / sh;
-    float* target = sw == 1 ? block + phase_y * layout.phase_pitch + phase_row * layout.phase_w : row;
-    const int64_t iy = padded_y - problem.pad_top;
-    if (padded_y >= layout.padded_h || iy < 0 || iy >= problem.height) {
-      std::fill(target, target + layout.padded_w, q.zero_point);
-    } else {
-      std::fill(target, target + inside_cols.first, q.zero_point);
-      std::fill(target + inside_cols.last, target + layout.padded_w, q.zero_point);
-      const In* x_row = x_plane + iy * problem.width;
-      if (next_plane != nullptr) {
-        const In* next_row = next_plane + iy * problem.width;
-        for (int64_t i = 0; i < problem.width; i += 64 / static_cast<int64_t>(sizeof(In))) __builtin_prefetch(next_row + i);
-      }
-      if constexpr (std::is_same_v<In, float>) {
-        ScaleRow(x_row, target + inside_cols.first, inside, q);
+  // Two nested counters, not padded_y % sh and / sh: on 8 x 8 maps a row is only 10 entries.
+  for (int64_t phase_row = 0; phase_row < layout.phase_h; ++phase_row) {
+    for (int64_t phase_y = 0; phase_y < sh; ++phase_y) {
+      const int64_t padded_y = phase_row * sh + phase_y;
+      // Row phase_row of phase (phase_y, 0); with stride_w > 1 `row` is split into the sw phases' rows.
+      float* phase_lines = block + phase_y * sw * layout.phase_pitch + phase_row * layout.phase_w;
+      float* target = sw == 1 ? phase_lines : row;
+      const int64_t iy = padded_y - problem.pad_top;
+      if (padded_y >= layout.padded_h || iy < 0 || iy >= problem.height) {
+        std::fill(target, target + layout.padded_w, q.zero_point);
       } else {
-        for (int64_t i = 0; i < inside; ++i) widened[i] = ToFloat(x_row[i]);
-        ScaleRow(widened, target + inside_cols.first, inside, q);
+        std::fill(target, target + inside_cols.first, q.zero_point);
+        std::fill(target + inside_cols.last, target + layout.padded_w, q.zero_point);
+        const In* x_row = x_plane + iy * problem.width;
+        if (next_plane != nullptr) {
+          const In* next_row = next_plane + iy * problem.width;
+          for (int64_t i = 0; i < problem.width; i += 64 / static_cast<int64_t>(sizeof(In))) __builtin_prefetch(next_row + i);
+        }
+        if constexpr (std::is_same_v<In, float>) {
+          ScaleRow(x_row, target + inside_cols.first, inside, q);
+        } else {
+          for (int64_t i = 0; i < inside; ++i) widened[i] = ToFloat(x_row[i]);
+          ScaleRow(widened, target + inside_cols.first, inside, q);
+        }
       }
-    }
-    if (sw == 1) continue;
-    float* phase_lines = block + phase_y * sw * layout.phase_pitch + phase_row * layout.phase_w;
-    if (sw == 2) SplitPairs(row, phase_lines, phase_lines + layout.phase_pitch, layout.padded_w / 2);
-    for (int64_t phase_x = 0; phase_x < sw; ++phase_x) {
-      float* phase_line = phase_lines + phase_x * layout.phase_pitch;
-      const int64_t count = (layout.padded_w - phase_x + sw - 1) / sw;
-      for (int64_t j = sw == 2 ? layout.padded_w / 2 : 0; j < count; ++j) phase_line[j] = row[phase_x + j * sw];
-      std::fill(phase_line + count, phase_line + layout.phase_w, q.zero_point);
+      if (sw == 1) continue;
+      if (sw == 2) SplitPairs(row, phase_lines, phase_lines + layout.phase_pitch, layout.padded_w / 2);
+      for (int64_t phase_x = 0; phase_x < sw; ++phase_x) {
+        float* phase_line = phase_lines + phase_x * layout.phase_pitch;
+        const int64_t count = (layout.padded_w - phase_x + sw - 1) / sw;
+        for (int64_t j = sw == 2 ? layout.padded_w / 2 : 0; j < count; ++j) phase_line[j] = row[phase_x + j * sw];
+        std::fill(phase_line + count, phase_line + layout.phase_w, q.zero_point);
+      }
     }
   }
 }
@@ -459,11 +463,15 @@ void RunIm2col(OrtKernelContext* context, const BorderRoundProblem& problem, con
   const Quantizer q = QuantizerOf(problem);
   const Out padded_code = static_cast<Out>(problem.zero_point);
   const int64_t kernel_area = problem.kernel_h * problem.kernel_w;
-  const int64_t out_w = problem.out_w, windows = problem.out_h * problem.out_w;
+  const int64_t out_h = problem.out_h, out_w = problem.out_w, windows = out_h * out_w;
   const int64_t plane = problem.height * problem.width;
   if (windows == 0 || problem.batch * problem.channels == 0) return;
   const int64_t stack = std::clamp<int64_t>(kTaskElements / (kernel_area * windows), 1, problem.batch);
   const PhaseLayout layout(problem, stack);
+  // Locals rather than fields read through references: the copy loop's byte stores may alias
+  // anything, so fields would be reloaded at every (tap, image).
+  const int64_t phase_w = layout.phase_w, phase_plane = layout.phase_plane;
+  const int64_t image_codes = problem.channels * kernel_area * windows;  // one image's codes
   const InsideRange inside_cols{std::min(problem.pad_left, layout.padded_w),
                                 std::min(problem.pad_left + problem.width, layout.padded_w)};
 
@@ -473,12 +481,20 @@ void RunIm2col(OrtKernelContext* context, const BorderRoundProblem& problem, con
   // past a phase's last image are read. Codes are computed for whole rows of windows, copied out
   // row by row, and the few padded entries overwritten with zero_point.
   auto run_length = [&](int64_t planes) {
-    return RoundUp((planes - 1) * layout.phase_plane + (problem.out_h - 1) * layout.phase_w + out_w, kVectorRun);
+    return RoundUp((planes - 1) * layout.phase_plane + (out_h - 1) * layout.phase_w + out_w, kVectorRun);
   };
   const int64_t longest = run_length(stack);
   const bool one_pass = problem.fuse && HasFusedRun(kernel_area);
+  // Per tap: its first window in the scratch, and the windows whose entry is inside the map.
   std::vector<int64_t> origins(kernel_area);
-  for (int64_t k = 0; k < kernel_area; ++k) origins[k] = layout.Origin(problem, k);
+  std::vector<InsideRange> tap_rows(kernel_area), tap_cols(kernel_area);
+  for (int64_t k = 0; k < kernel_area; ++k) {
+    origins[k] = layout.Origin(problem, k);
+    tap_rows[k] = InsideWindows(out_h, problem.stride_h, problem.pad_top, k / problem.kernel_w * problem.dilation_h,
+                                problem.height);
+    tap_cols[k] = InsideWindows(out_w, problem.stride_w, problem.pad_left, k % problem.kernel_w * problem.dilation_w,
+                                problem.width);
+  }
 
   // A group: one channel in `stack` consecutive images (the last group of a channel may hold fewer).
   const int64_t image_blocks = (problem.batch + stack - 1) / stack;
@@ -487,10 +503,8 @@ void RunIm2col(OrtKernelContext* context, const BorderRoundProblem& problem, con
   const int64_t tasks = (groups + groups_per_task - 1) / groups_per_task;
   auto first_image_of = [&](int64_t group) { return group / problem.channels * stack; };
   auto images_in = [&](int64_t group) { return std::min(stack, problem.batch - first_image_of(group)); };
-  // Index of image s's plane of the group's channel in X.
-  auto plane_of = [&](int64_t group, int64_t s) {
-    return (first_image_of(group) + s) * problem.channels + group % problem.channels;
-  };
+  // Index in X of the group's channel in its first image; image s's plane is s * channels further.
+  auto first_plane_of = [&](int64_t group) { return first_image_of(group) * problem.channels + group % problem.channels; };
   ParallelFor(context, tasks, [&](int64_t task) {
     // Scratch is left uninitialised: every entry read is written first (the phase planes, the
     // run's tail below, the codes by the code loops). Filling it per task cost 15 % of the op on
@@ -510,10 +524,14 @@ void RunIm2col(OrtKernelContext* context, const BorderRoundProblem& problem, con
       }
       // Each row of the next group's input is fetched as this group's same row is read: X read
       // plane by plane is otherwise memory-latency bound once it leaves the cache.
+      const int64_t first_plane = first_plane_of(group);
+      const bool has_next = group + 1 < groups;
+      const int64_t next_first_plane = has_next ? first_plane_of(group + 1) : 0;
+      const int64_t next_images = has_next ? images_in(group + 1) : 0;
       for (int64_t s = 0; s < stacked; ++s) {
-        const bool next = group + 1 < groups && s < images_in(group + 1);
-        FillPhasePlanes(padded.get() + s * layout.phase_plane, row.data(), widened.data(), x + plane_of(group, s) * plane,
-                        next ? x + plane_of(group + 1, s) * plane : nullptr, problem, layout, inside_cols, q);
+        const In* next = s < next_images ? x + (next_first_plane + s * problem.channels) * plane : nullptr;
+        FillPhasePlanes(padded.get() + s * layout.phase_plane, row.data(), widened.data(),
+                        x + (first_plane + s * problem.channels) * plane, next, problem, layout, inside_cols, q);
       }
       // im2col row j = (c * kh + ky) * kw + kx; its coefficient column is (j / coeff_divisor) % features.
       const int64_t first_row = channel * kernel_area;
@@ -531,20 +549,17 @@ void RunIm2col(OrtKernelContext* context, const BorderRoundProblem& problem, con
         for (float& total : fused) total = total / area;
       }
       for (int64_t k = 0; k < kernel_area; ++k) {
-        const int64_t ky = k / problem.kernel_w, kx = k % problem.kernel_w;
-        const InsideRange rows = InsideWindows(problem.out_h, problem.stride_h, problem.pad_top,
-                                               ky * problem.dilation_h, problem.height);
-        const InsideRange cols = InsideWindows(out_w, problem.stride_w, problem.pad_left,
-                                               kx * problem.dilation_w, problem.width);
+        const InsideRange rows = tap_rows[k], cols = tap_cols[k];
+        const bool padded_windows = rows.first > 0 || rows.last < out_h || cols.first > 0 || cols.last < out_w;
         if (!one_pass) {
           CodeTap(wide_run.get(), padded.get() + origins[k], problem.fuse ? fused.data() : nullptr, run, q,
                   problem.degree, border_of(first_row + k));
         }
         const Out* tap_run = wide_run.get() + (one_pass ? k * longest : 0);
-        for (int64_t s = 0; s < stacked; ++s) {
-          Out* tap_codes = codes + (plane_of(group, s) * kernel_area + k) * windows;
-          CopyRows(tap_codes, tap_run + s * layout.phase_plane, layout.phase_w, out_w, rows);
-          FillPadding(tap_codes, problem.out_h, out_w, rows, cols, padded_code);
+        Out* tap_codes = codes + (first_plane * kernel_area + k) * windows;
+        for (int64_t s = 0; s < stacked; ++s, tap_codes += image_codes, tap_run += phase_plane) {
+          CopyRows(tap_codes, tap_run, phase_w, out_w, rows);
+          if (padded_windows) FillPadding(tap_codes, out_h, out_w, rows, cols, padded_code);
         }
       }
     }
