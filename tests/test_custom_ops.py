@@ -44,11 +44,13 @@ def make_border_model(attrs: dict, out_type: str = "uint8", x_type: int = Tensor
     return helper.make_model(graph, ir_version=10, opset_imports=opsets).SerializeToString()
 
 
-def run_border(lib, model: bytes, x, scale, zero_point, coeffs, out_type="uint8", providers=("CPUExecutionProvider",)):
+def run_border(lib, model: bytes, x, scale, zero_point, coeffs, out_type="uint8", providers=("CPUExecutionProvider",),
+               threads: int = 0):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 4
+    options.intra_op_num_threads = threads
     options.register_custom_ops_library(str(lib))
     sess = ort.InferenceSession(model, options, providers=list(providers))
     feeds = {
@@ -233,6 +235,34 @@ def test_elementwise_codes_equal_reference(ops_library, case):
     codes = run_border(ops_library, make_border_model(attrs, out_type), x, scale, zero_point, coeffs, out_type)
     expected = border_round_elementwise(x, scale, zero_point, coeffs, qmin, qmax, axis=axis)
     assert codes.shape == x.shape and codes.dtype == OUT_TYPES[out_type][0]
+    np.testing.assert_array_equal(codes.astype(np.int32), expected)
+
+
+# Batch-1 sized ops: the CPU kernel still splits them (2 and 3 tasks here, the element-wise split
+# inside a channel), and an empty batch. Codes and shapes must not depend on the thread count.
+THREAD_CASES = {
+    "elementwise": ((1, 37, 21, 21), {"axis": 1}),
+    "im2col": ((1, 37, 9, 9), dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], dilations=[1, 1], fuse=1)),
+}
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("form", sorted(THREAD_CASES))
+@pytest.mark.parametrize("batch", [1, 0])
+def test_codes_do_not_depend_on_threads(ops_library, form, threads, batch):
+    shape, attrs = THREAD_CASES[form]
+    shape = (batch, *shape[1:])
+    rng = np.random.default_rng(7)
+    scale, zero_point = np.float32(0.05), 8
+    x = (rng.uniform(-12, 12, size=shape) * scale).astype(np.float32)
+    coeffs = random_coeffs(rng, 3, shape[1] * (9 if "kernel_shape" in attrs else 1))
+    attrs = dict(attrs, qmin=0, qmax=15)
+    codes = run_border(ops_library, make_border_model(attrs), x, scale, zero_point, coeffs, threads=threads)
+    if "kernel_shape" in attrs:
+        expected = border_round_im2col(x, scale, zero_point, coeffs, 0, 15, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), True)
+    else:
+        expected = border_round_elementwise(x, scale, zero_point, coeffs, 0, 15, axis=1)
+    assert codes.shape == expected.shape
     np.testing.assert_array_equal(codes.astype(np.int32), expected)
 
 
