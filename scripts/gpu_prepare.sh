@@ -3,6 +3,7 @@
 # with what the GPU machine lacks (it has torch, onnx, CUDA and nvcc, no internet and no ../shared).
 #   .gpu/whl           onnx-graphsurgeon wheel (the one missing Python dependency)
 #   .gpu/lib           the op library with CUDA kernels, built here with nvcc (sm_80/sm_90 + PTX)
+#   .gpu/bridge        its host-bridge build: the same CUDA kernels registered for the CPU EP (stage kernel)
 #   .gpu/shared-torch  models + data of the torch stage (ResNet-20, MobileNetV2, cifar10_calib, imagenet_1k)
 #   .gpu/shared-ort    models + data of the ort stage (ResNet-20, cifar10_calib, cifar10_test)
 # ORT-GPU itself travels in parts: bash ../shared/tools/ortgpu-pack .ortgpu (../shared/tools/README.md).
@@ -10,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${AQUANT_SHARED:-../shared}
 PYTHON=${PYTHON:-.venv/bin/python}
-mkdir -p .gpu/whl .gpu/lib
+mkdir -p .gpu/whl .gpu/lib .gpu/bridge
 "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform any onnx-graphsurgeon -d .gpu/whl
 library=$("$PYTHON" -c "
@@ -20,6 +21,14 @@ path = library.build_library(Path('build/custom_ops-gpu'), cuda='on', install=Fa
 assert library.has_cuda_kernel(path), path
 print(path)")
 cp "$library" "${library%.so}.json" .gpu/lib/
+bridge=$("$PYTHON" -c "
+from pathlib import Path
+from aquant_onnx.runtime import library
+path = library.build_library(Path('build/custom_ops-cuda-bridge'), cuda='on', install=False,
+                             cmake_options=('-DAQUANT_CUDA_HOST_BRIDGE=ON',))
+assert library.build_info(path).get('cuda_host_bridge'), path
+print(path)")
+cp "$bridge" "${bridge%.so}.json" .gpu/bridge/
 copy() {  # copy STAGE PATH...: PATHs under $SHARED into .gpu/shared-STAGE
   local stage=$1; shift
   for item in "$@"; do

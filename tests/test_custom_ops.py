@@ -9,8 +9,10 @@ and the CUDA kernels' host emulation into build/custom_ops-cuda-emulation.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -80,12 +82,19 @@ def emulation_library():
                                  cmake_options=("-DAQUANT_CUDA_EMULATION=ON",))
 
 
-@pytest.fixture(scope="session", params=["cpu", "cuda-emulation"])
-def ops_library(request):
-    import os
+# "cuda-bridge", only where $AQUANT_ONNX_CUDA_BRIDGE names a -DAQUANT_CUDA_HOST_BRIDGE=ON build (on a
+# machine with a CUDA GPU; scripts/gpu_checks.sh kernel): the real CUDA kernels on the GPU, behind
+# host copies, registered for the CPU EP, so every kernel test below runs them against the reference.
+CUDA_BRIDGE_ENV = "AQUANT_ONNX_CUDA_BRIDGE"
+LIBRARY_KINDS = ["cpu", "cuda-emulation"] + (["cuda-bridge"] if os.environ.get(CUDA_BRIDGE_ENV) else [])
 
+
+@pytest.fixture(scope="session", params=LIBRARY_KINDS)
+def ops_library(request):
     if request.param == "cuda-emulation":
         return request.getfixturevalue("emulation_library")
+    if request.param == "cuda-bridge":
+        return Path(os.environ[CUDA_BRIDGE_ENV])
     override = os.environ.get(library.ENV_LIBRARY)
     if override:
         return library.library_path()
@@ -378,6 +387,7 @@ def test_build_info_sidecar(ops_library):
     assert info["ort_api_version"] == 21
     assert library.has_cuda_kernel(ops_library) is info["cuda"]
     assert info.get("cuda_emulation", False) is (ops_library.parent.parent == EMULATION_BUILD_DIR)
+    assert info.get("cuda_host_bridge", False) is (str(ops_library) == os.environ.get(CUDA_BRIDGE_ENV))
 
 
 @pytest.mark.parametrize("index", ["narrow", "wide"])

@@ -8,11 +8,7 @@ namespace aquant {
 template <typename In, typename Out>
 cudaError_t LaunchBorderRound(const BorderRoundProblem& p, const In* x, const float* coeffs, Out* codes,
                               cudaStream_t stream) {
-  const kernels::LaunchShape shape = kernels::LaunchShapeOf(p);
-  if (shape.blocks == 0) return cudaSuccess;
-  const kernels::Kernel<In, Out> kernel = kernels::KernelFor<In, Out>(p, kernels::UsesNarrowIndex(p));
-  kernel<<<shape.blocks, shape.threads, 0, stream>>>(p, x, coeffs, codes);
-  return cudaGetLastError();
+  return kernels::Enqueue(p, x, coeffs, codes, stream);
 }
 
 AQUANT_BORDER_ROUND_TYPES(AQUANT_INSTANTIATE_LAUNCHER)

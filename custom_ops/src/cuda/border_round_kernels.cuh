@@ -165,5 +165,17 @@ inline LaunchShape LaunchShapeOf(const BorderRoundProblem& p) {
   return {static_cast<int>(std::min<int64_t>((work + kThreads - 1) / kThreads, kMaxBlocks)), kThreads};
 }
 
+#ifdef __CUDACC__
+// Enqueues the problem's kernel on `stream` (device pointers); returns the launch error, if any.
+// The one launch of the library (border_round.cu) and of the host bridge (host_bridge/launch.cu).
+template <typename In, typename Out>
+cudaError_t Enqueue(const BorderRoundProblem& p, const In* x, const float* coeffs, Out* codes, cudaStream_t stream) {
+  const LaunchShape shape = LaunchShapeOf(p);
+  if (shape.blocks == 0) return cudaSuccess;
+  KernelFor<In, Out>(p, UsesNarrowIndex(p))<<<shape.blocks, shape.threads, 0, stream>>>(p, x, coeffs, codes);
+  return cudaGetLastError();
+}
+#endif
+
 }  // namespace kernels
 }  // namespace aquant

@@ -13,7 +13,6 @@
 
 #include "host_device.h"  // before the kernels: qualifiers, thread coordinates, intrinsics
 
-#include "../../kernels.h"
 #include "../border_round.cuh"
 #include "../border_round_kernels.cuh"
 
@@ -40,8 +39,5 @@ cudaError_t LaunchBorderRound(const BorderRoundProblem& p, const In* x, const fl
 }
 
 AQUANT_BORDER_ROUND_TYPES(AQUANT_INSTANTIATE_LAUNCHER)
-
-// The emulated CUDA kernels take CPUExecutionProvider's place: no CPU kernel in this build.
-void CreateCpuKernels(LiteOps&) {}
 
 }  // namespace aquant
