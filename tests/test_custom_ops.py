@@ -373,13 +373,43 @@ def test_env_variable_naming_missing_file_raises(monkeypatch, tmp_path):
         library.library_path()
 
 
-def test_library_exports_only_register_custom_ops(ops_library):
+def _exported_symbols(path: Path) -> list[str]:
     nm = shutil.which("nm")
     if nm is None:
         pytest.skip("needs nm (binutils)")
-    symbols = subprocess.run([nm, "-D", "--defined-only", str(ops_library)], capture_output=True, text=True, check=True)
-    names = [line.split()[-1] for line in symbols.stdout.splitlines() if line.strip()]
-    assert names == ["RegisterCustomOps"]
+    symbols = subprocess.run([nm, "-D", "--defined-only", str(path)], capture_output=True, text=True, check=True)
+    return [line.split()[-1] for line in symbols.stdout.splitlines() if line.strip()]
+
+
+def test_library_exports_only_register_custom_ops(ops_library):
+    assert _exported_symbols(ops_library) == ["RegisterCustomOps"]
+
+
+def _has_gpu() -> bool:
+    smi = shutil.which("nvidia-smi")
+    return smi is not None and subprocess.run([smi, "-L"], capture_output=True).returncode == 0
+
+
+def test_host_bridge_build_runs_or_names_the_cuda_error():
+    """The GPU-check build (scripts/gpu_checks.sh kernel) compiles wherever nvcc is, CI included; on a GPU
+    its codes equal the reference, without one a run fails with the CUDA error, not a crash."""
+    if shutil.which("nvcc") is None and not Path("/usr/local/cuda/bin/nvcc").exists():
+        pytest.skip("needs nvcc (the host bridge is built from the CUDA sources)")
+    bridge = library.build_library(library.REPO_ROOT / "build" / "custom_ops-cuda-bridge", cuda="on", install=False,
+                                   jobs=2, cmake_options=("-DAQUANT_CUDA_HOST_BRIDGE=ON",))
+    info = library.build_info(bridge)
+    assert info["cuda_host_bridge"] is True and info["cuda"] is False
+    assert _exported_symbols(bridge) == ["RegisterCustomOps"]
+    rng = np.random.default_rng(5)
+    x = rng.normal(0, 0.3, size=(2, 3, 6, 5)).astype(np.float32)
+    coeffs = random_coeffs(rng, 3, 27)
+    model = make_border_model(dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], qmin=0, qmax=15))
+    if _has_gpu():
+        codes = run_border(bridge, model, x, 0.05, 8, coeffs)
+        np.testing.assert_array_equal(codes.astype(np.int32), border_round_im2col(x, 0.05, 8, coeffs, 0, 15, (3, 3), pads=(1, 1, 1, 1)))
+    else:
+        with pytest.raises(Exception, match="BorderRound: CUDA kernel launch failed: cuda"):
+            run_border(bridge, model, x, 0.05, 8, coeffs)
 
 
 def test_build_info_sidecar(ops_library):
