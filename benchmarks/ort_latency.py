@@ -31,10 +31,13 @@ QuantizeLinear + Clip) in four forms: ``qdq_w4a4`` (DequantizeLinear → float C
 by s_x·s_w), ``integer_convinteger`` (ConvInteger with uint8 weights w + 128 → one DequantizeLinear
 of the int32 sums with zero point −bias and scale s_x·s_w; the exporter's form for 1x1 layers) and
 ``integer_convinteger_cast`` (the same sums → Cast → Add bias → Mul, the exporter's form where
-the biased sums leave float32's integers); the depthwise column conv also in
-``integer_convinteger_windows``, the exporter's form for it: the columns as [N, C, 9, L] under a
-9x1 ConvInteger, 4 groups merged into one with block-diagonal weights. ``--profile`` writes ORT profiles of each model cell and logs the op types
-that take the most time. One CSV row per (model, variant, batch, provider) is appended to
+the biased sums leave float32's integers); the im2col columns (ResNet-20's, and MobileNetV2's
+depthwise ones at 56x56 and 14x14 windows) also in ``integer_matmulinteger``, the exporter's form
+for them: the columns as [N, P, rows/P, L] under a batched MatMulInteger (one product a group,
+4 depthwise groups merged into one with block-diagonal weights), and the depthwise columns in
+``integer_convinteger_windows``, the exporter's form above ``DEPTHWISE_MATMUL_MAX_WINDOWS``
+windows: the columns as [N, C, 9, L] under a 9x1 ConvInteger of the same merged groups.
+``--profile`` writes ORT profiles of each model cell and logs the op types that take the most time. One CSV row per (model, variant, batch, provider) is appended to
 ``benchmarks/results/ort_latency.csv``; ``ort_latency.md`` is regenerated from it.
 """
 
@@ -88,10 +91,12 @@ KERNEL_CHANNELS, KERNEL_SIZE = 96, 112
 LAYER_SHAPES = {"layer[N,32,16,16] conv3x3": (32, 16, 32, 3, 1), "layer[N,96,56,56] conv1x1": (96, 56, 24, 1, 1),
                 "layer[N,144,56,56] depthwise3x3": (144, 56, 144, 3, 144),
                 "layer[N,288,16,16] im2col_columns": (288, 16, 32, 1, 1),
-                "layer[N,864,56,56] im2col_columns_depthwise": (864, 56, 96, 1, 96)}
+                "layer[N,864,56,56] im2col_columns_depthwise": (864, 56, 96, 1, 96),
+                "layer[N,3456,14,14] im2col_columns_depthwise": (3456, 14, 384, 1, 384)}
 LAYER_FORMS = ("qdq_w4a4", "integer_float_conv", "integer_convinteger", "integer_convinteger_cast",
-               "integer_convinteger_windows")
-WINDOWS_FORM_SHAPES = ("layer[N,864,56,56] im2col_columns_depthwise",)  # the depthwise columns only
+               "integer_convinteger_windows", "integer_matmulinteger")
+COLUMN_SHAPES = tuple(name for name in LAYER_SHAPES if "im2col_columns" in name)  # the forms of im2col columns
+WINDOWS_FORM_SHAPES = tuple(name for name in COLUMN_SHAPES if name.endswith("depthwise"))  # depthwise columns only
 WINDOWS_TAPS = 9  # a 3x3 kernel's columns
 
 
@@ -345,21 +350,37 @@ def _layer_model(shape_name: str, form: str, batch: int) -> bytes:
     conv = {"kernel_shape": [kernel, kernel], "pads": [kernel // 2] * 4, "group": group}
     nodes = [helper.make_node("QuantizeLinear", ["x", "scale", "zero_point"], ["q"]),
              helper.make_node("Clip", ["q", "qmin", "qmax"], ["codes"])]
-    if form.startswith("integer_convinteger"):  # the exporter's: uint8 weights w + 128, zero point 128
+    if form.startswith(("integer_convinteger", "integer_matmulinteger")):  # the exporter's: uint8 w + 128, zero point 128
+        from aquant_onnx.export.border import DEPTHWISE_GROUPS_MERGED, merged_groups_slots
+
         bias = rng.integers(-1000, 1000, out_channels)
         values.update(weight_zero_point=np.array(128, np.uint8), weight=(weight.astype(np.int16) + 128).astype(np.uint8))
-        source = "codes"
-        if form == "integer_convinteger_windows":  # depthwise columns as [N, C, 9, L], groups merged
-            from aquant_onnx.export.border import DEPTHWISE_GROUPS_MERGED, merged_groups_weight
-
-            values["weight"] = merged_groups_weight(values["weight"], group, DEPTHWISE_GROUPS_MERGED)
+        # depthwise columns in the windows / MatMulInteger forms: 4 groups merged in one product,
+        # block-diagonal weights [OC, 4, 9]
+        merged = DEPTHWISE_GROUPS_MERGED if group > 1 and form != "integer_convinteger" else 1
+        if merged > 1:
+            slots = merged_groups_slots(out_channels, group, merged)
+            values["weight"] = np.where(slots, values["weight"].reshape(out_channels, 1, -1), np.uint8(128))
+        if form == "integer_convinteger_windows":  # depthwise columns as [N, C, 9, L] under a 9x1 ConvInteger
+            values["weight"] = values["weight"].reshape(out_channels, merged, WINDOWS_TAPS, 1)
             values["columns_shape"] = np.array([batch, group, WINDOWS_TAPS, size * size], np.int64)
-            conv = {"kernel_shape": [WINDOWS_TAPS, 1], "group": group // DEPTHWISE_GROUPS_MERGED}
-            source = "columns"
-            nodes.append(helper.make_node("Reshape", ["codes", "columns_shape"], [source]))
-        nodes.append(helper.make_node("ConvInteger", [source, "weight", "zero_point", "weight_zero_point"], ["acc"],
-                                      **conv))
-        if form in ("integer_convinteger", "integer_convinteger_windows"):
+            conv = {"kernel_shape": [WINDOWS_TAPS, 1], "group": group // merged}
+            nodes.append(helper.make_node("Reshape", ["codes", "columns_shape"], ["columns"]))
+            nodes.append(helper.make_node("ConvInteger", ["columns", "weight", "zero_point", "weight_zero_point"],
+                                          ["acc"], **conv))
+        elif form == "integer_matmulinteger":  # columns as [N, P, rows/P, L] under a batched MatMulInteger
+            products = group // merged
+            values["weight"] = values["weight"].reshape(products, out_channels // products, -1)
+            values["columns_shape"] = np.array([batch, products, channels // products, size * size], np.int64)
+            values["acc_shape"] = np.array([batch, out_channels, size, size], np.int64)
+            nodes += [helper.make_node("Reshape", ["codes", "columns_shape"], ["columns"]),
+                      helper.make_node("MatMulInteger", ["weight", "columns", "weight_zero_point", "zero_point"],
+                                       ["sums"]),
+                      helper.make_node("Reshape", ["sums", "acc_shape"], ["acc"])]
+        else:
+            nodes.append(helper.make_node("ConvInteger", ["codes", "weight", "zero_point", "weight_zero_point"], ["acc"],
+                                          **conv))
+        if form != "integer_convinteger_cast":
             values.update(acc_zero_point=(-bias).astype(np.int32), output_scale=values["output_scale"].reshape(-1))
             nodes.append(helper.make_node("DequantizeLinear", ["acc", "output_scale", "acc_zero_point"], ["y"], axis=1))
         else:
@@ -390,7 +411,8 @@ def measure_layer_forms(batches: list[int], provider: str, threads: int, args: a
     for shape_name in LAYER_SHAPES:
         for batch in batches:
             for form in LAYER_FORMS:
-                if form == "integer_convinteger_windows" and shape_name not in WINDOWS_FORM_SHAPES:
+                if (form == "integer_convinteger_windows" and shape_name not in WINDOWS_FORM_SHAPES) or (
+                        form == "integer_matmulinteger" and shape_name not in COLUMN_SHAPES):
                     continue
                 if _cell_key(shape_name, form, batch, provider, threads) in done:
                     continue

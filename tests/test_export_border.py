@@ -161,6 +161,17 @@ def exported_float_conv() -> dict:
 
 
 @pytest.fixture(scope="module")
+def exported_windows() -> dict:
+    """The depthwise conv_c in the window form (a 9x1 ConvInteger), which takes convs of more than
+    DEPTHWISE_MATMUL_MAX_WINDOWS windows; conv_c has 36."""
+    from aquant_onnx.export import border
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(border, "DEPTHWISE_MATMUL_MAX_WINDOWS", 0)
+        return _export_both_forms(im2col=True)
+
+
+@pytest.fixture(scope="module")
 def exported_float_input() -> dict:
     """The model input stays float (the default): conv_a computes on two fixed-point pieces of it."""
     return _export_both_forms(im2col=True, quantize_model_input=False)
@@ -178,12 +189,14 @@ def test_custom_op_model_matches_torch_simulation(exported):
     assert custom["codes"]["conv_b"].max() == 15 and custom["codes"]["conv_b"].min() == 0
 
 
-@pytest.mark.parametrize("form", ["exported", "exported_channel", "exported_float_conv", "exported_float_input"])
+@pytest.mark.parametrize("form", ["exported", "exported_channel", "exported_float_conv", "exported_windows",
+                                  "exported_float_input"])
 @pytest.mark.parametrize("op", ["custom", "onnx"])
 def test_every_layer_output_equals_the_simulation_bit_for_bit(form, op, request):
     """im2col 3x3 (plain, grouped stride 2, depthwise), element-wise 3x3/depthwise/1x1, Gemm and
-    a float-input 3x3, with and without ConvInteger: both sides sum integers exactly and round the
-    rest in the same order, so no summation order can tell them apart."""
+    a float-input 3x3, with and without integer ops (MatMulInteger, ConvInteger, the depthwise window
+    form): both sides sum integers exactly and round the rest in the same order, so no summation
+    order can tell them apart."""
     results = request.getfixturevalue(form)
     nodes = {node.name: node for node in results[op]["model"].graph.node}
     for name in LAYERS:
@@ -218,37 +231,45 @@ def test_exported_graph_is_valid_and_named(exported, op):
         coeffs = inits[f"{name}{BORDER_COEFFS_SUFFIX}"]
         assert coeffs.shape[0] == (2 if name == "conv_d" else 3)
         assert all(node.startswith(name) for node in nodes if f"{name}." in node)
-    for name in IM2COL_LAYERS:  # the Conv keeps its name and becomes 1x1 on the columns: a ConvInteger,
-        # except conv_a, whose 8-bit first-layer weights centred (w − z_w) leave uint8's range, and the
-        # depthwise conv_c, a 9x1 ConvInteger on the columns as [N, 8, 9, L] with 4 groups merged in one
-        attrs = {a.name: helper.get_attribute_value(a) for a in nodes[name].attribute}
-        assert nodes[name].op_type == ("Conv" if name == "conv_a" else "ConvInteger")
-        assert attrs["kernel_shape"] == ([9, 1] if name == "conv_c" else [1, 1]), name
-        assert attrs["pads"] == [0, 0, 0, 0] and attrs["group"] == {"conv_b": 2, "conv_c": 2}.get(name, 1)
+    # The Conv keeps its name and becomes MatMulInteger(weight, columns): conv_a stays a 1x1 float
+    # Conv, its 8-bit first-layer weights centred (w − z_w) leave uint8's range
+    attrs = {a.name: helper.get_attribute_value(a) for a in nodes["conv_a"].attribute}
+    assert nodes["conv_a"].op_type == "Conv" and attrs["kernel_shape"] == [1, 1] and attrs["pads"] == [0, 0, 0, 0]
+    for name in IM2COL_LAYERS:
         assert nodes[name].output[0] == f"{name}.accumulator"
         assert inits[f"{name}{BORDER_COEFFS_SUFFIX}"].size == 3 * (4 if name == "conv_a" else 8) * 9
-    assert nodes["conv_b"].input[0] == "conv_b.input_columns"  # the codes themselves, no DequantizeLinear
+    for name in ("conv_b", "conv_c"):  # the codes themselves, no DequantizeLinear; weight zero point 128
+        assert nodes[name].op_type == "MatMulInteger" and not nodes[name].attribute
+        assert list(nodes[name].input[1:]) == [f"{name}.input_columns", f"{name}.weight_zero_point", f"{name}.input_zero_point"]
+        assert inits[f"{name}.weight_zero_point"] == 128
     assert nodes["conv_d"].op_type == "ConvInteger" and nodes["fc"].op_type == "Gemm"
-    # ConvInteger weights: w − z_w + 128 as uint8 in the columns' order, zero point 128
+    # conv_b (2 groups): weights w − z_w + 128 as uint8 [g, OC/g, C/g·9], rows in the columns' order
     weight = exported["params"].layers["conv_b"].weight
     centred = weight.int_values.astype(np.int64) - weight.zero_point.astype(np.int64).reshape(-1, 1, 1, 1)
-    np.testing.assert_array_equal(inits["conv_b.weight_quantized"], (centred + 128).reshape(8, 36, 1, 1))
-    assert inits["conv_b.weight_quantized"].dtype == np.uint8 and inits["conv_b.weight_zero_point"] == 128
-    # conv_c: channel c's kernel in slot c mod 4 of its merged group, zero (128) in the other slots
+    np.testing.assert_array_equal(inits["conv_b.weight_quantized"], (centred + 128).reshape(2, 4, 36))
+    assert inits["conv_b.weight_quantized"].dtype == np.uint8
+    shapes = {role: inits[f"conv_b.{role}_shape"].tolist() for role in ("input_columns", "accumulator_channels")}
+    assert shapes == {"input_columns": [0, 2, 36, 36], "accumulator_channels": [0, 8, 6, 6]}  # 6x6 windows
+    # conv_c (depthwise): 2 products of 4 merged channels, channel c's kernel in slot c mod 4 of its
+    # product and zero (128) in the others; the file holds the learned kernels only
     depthwise = exported["params"].layers["conv_c"].weight
-    centred = depthwise.int_values.astype(np.int64) - depthwise.zero_point.astype(np.int64).reshape(-1, 1, 1, 1)
-    merged = inits["conv_c.weight_quantized"]
-    assert merged.shape == (8, 4, 9, 1) and merged.dtype == np.uint8
+    learned = depthwise.int_values.astype(np.int64) - depthwise.zero_point.astype(np.int64).reshape(-1, 1, 1, 1) + 128
+    np.testing.assert_array_equal(inits["conv_c.weight_quantized"], learned.reshape(8, 1, 9))
+    assert nodes["conv_c.weight_merged_groups"].op_type == "Where"
+    merged = np.where(inits["conv_c.weight_slots"], inits["conv_c.weight_quantized"], inits["conv_c.weight_empty_slot"])
+    merged = merged.reshape(inits["conv_c.weight_merged_groups_layout_shape"])
+    assert merged.shape == (2, 4, 36) and merged.dtype == np.uint8
     for channel in range(8):
         for slot in range(4):
-            expected = centred[channel].reshape(9) + 128 if slot == channel % 4 else np.full(9, 128)
-            np.testing.assert_array_equal(merged[channel, slot, :, 0], expected, err_msg=f"{channel} {slot}")
-    shapes = {name: inits[f"conv_c.{name}_shape"].tolist() for name in ("input_columns", "output_windows")}
-    assert shapes == {"input_columns": [0, 8, 9, 36], "output_windows": [0, 8, 6, 6]}  # 6x6 windows
+            expected = learned[channel].reshape(9) if slot == channel % 4 else np.full(9, 128)
+            np.testing.assert_array_equal(merged[channel // 4, channel % 4, slot * 9:(slot + 1) * 9], expected,
+                                          err_msg=f"{channel} {slot}")
+    shapes = {role: inits[f"conv_c.{role}_shape"].tolist() for role in ("input_columns", "accumulator_channels")}
+    assert shapes == {"input_columns": [0, 2, 36, 36], "accumulator_channels": [0, 8, 6, 6]}  # 6x6 windows
     # one DequantizeLinear of the int32 sums: zero point −bias, scale s_x·s_w per output channel
     rescale = nodes["conv_b.rescale"]
     assert rescale.op_type == "DequantizeLinear" and list(rescale.input) == [
-        "conv_b.accumulator", "conv_b.output_scale", "conv_b.accumulator_zero_point"]
+        "conv_b.accumulator_channels", "conv_b.output_scale", "conv_b.accumulator_zero_point"]
     assert {a.name: helper.get_attribute_value(a) for a in rescale.attribute} == {"axis": 1}
     np.testing.assert_array_equal(inits["conv_b.output_scale"], np.float32(inits["conv_b.input_scale"]) * weight.scale)
     np.testing.assert_array_equal(inits["conv_b.accumulator_zero_point"],
@@ -324,15 +345,18 @@ def test_inspect_reports_borders_of_both_forms(exported, tmp_path, request):
         onnx.save(exported[op]["model"], path)
         reports[op] = {row.name: (row.op_type, row.a_bits, row.border) for row in inspect_model(path).layers}
     assert reports["custom"] == reports["onnx"]
-    assert reports["custom"]["conv_b"] == ("ConvInteger", 4, "[3, 72] im2col")
-    # the depthwise window form counts its learned weights, not the merged groups' zero slots, as
-    # the float-conv form (no ConvInteger) does
+    assert reports["custom"]["conv_b"] == ("MatMulInteger", 4, "[3, 72] im2col")
+    # both forms of the depthwise conv_c count its learned weights, not the merged groups' zero
+    # slots, as the float-conv form (no integer ops) does
     counts = {}
-    for form in ("exported", "exported_float_conv"):
+    for form in ("exported", "exported_windows", "exported_float_conv"):
         path = tmp_path / f"{form}_counts.onnx"
         onnx.save(request.getfixturevalue(form)["custom"]["model"], path)
-        counts[form] = {row.name: row.weights for row in inspect_model(path).layers}
-    assert counts["exported"]["conv_c"] == 8 * 9 and counts["exported"] == counts["exported_float_conv"]
+        counts[form] = {row.name: (row.op_type, row.weights) for row in inspect_model(path).layers}
+    assert counts["exported"]["conv_c"] == ("MatMulInteger", 8 * 9)
+    assert counts["exported_windows"]["conv_c"] == ("ConvInteger", 8 * 9)
+    weights = {form: {name: row[1] for name, row in rows.items()} for form, rows in counts.items()}
+    assert weights["exported"] == weights["exported_windows"] == weights["exported_float_conv"]
     assert reports["custom"]["conv_d"] == ("ConvInteger", 4, "[2, 8] element-wise")
     assert reports["custom"]["fc"] == ("Gemm", 8, "[3, 6] element-wise")
 
@@ -353,12 +377,17 @@ def test_onnx_runtime_folds_the_weights_of_bordered_layers(exported_float_conv, 
     assert not any("ConvMulFusion" in name for name in initializers)
 
 
+@pytest.mark.parametrize("form", ["matmul", "windows"])
 @pytest.mark.parametrize("channels, multiplier, merged", [(8, 1, 4), (6, 2, 2), (3, 3, 1)])
-def test_merged_depthwise_groups_sum_each_channel_on_its_own(channels, multiplier, merged):
-    """The depthwise window form in ONNX Runtime: merged groups (4, or what divides C) with
-    block-diagonal weights and depth multipliers give each output channel the sum over its own
-    input channel's kh·kw column rows only."""
-    from aquant_onnx.export.border import _ConvWindows, _merged_group_count, merged_groups_weight
+def test_merged_depthwise_groups_sum_each_channel_on_its_own(form, channels, multiplier, merged):
+    """Both depthwise forms in ONNX Runtime (MatMulInteger on [N, P, merged·9, L], the 9x1 ConvInteger
+    on [N, C, 9, L]): merged groups (4, or what divides C), the exported Where's block-diagonal
+    weights and depth multipliers give each output channel the sum over its own input channel's
+    kh·kw column rows only."""
+    import onnx_graphsurgeon as gs
+
+    from aquant_onnx.export.border import _ConvWindows, _merged_group_count, _merged_groups_weight
+    from aquant_onnx.export.exact import Emitter
 
     out_channels, taps, windows = channels * multiplier, 9, 20
     geometry = _ConvWindows((3, 3), (1, 1), (1, 1, 1, 1), (1, 1), channels, channels, out_channels, (4, 5), (4, 5))
@@ -366,15 +395,23 @@ def test_merged_depthwise_groups_sum_each_channel_on_its_own(channels, multiplie
     rng = np.random.default_rng(channels)
     weight = rng.integers(120, 137, (out_channels, 1, 3, 3)).astype(np.uint8)  # centred w − z_w + 128
     codes = rng.integers(0, 16, (2, channels * taps, windows)).astype(np.uint8)
-    nodes = [helper.make_node("Reshape", ["codes", "shape"], ["columns"]),
-             helper.make_node("ConvInteger", ["columns", "weight", "x_zero", "w_zero"], ["y"],
-                              kernel_shape=[taps, 1], group=channels // merged)]
-    inits = [numpy_helper.from_array(np.array([0, channels, taps, windows], np.int64), "shape"),
-             numpy_helper.from_array(merged_groups_weight(weight, channels, merged), "weight"),
-             numpy_helper.from_array(np.array(0, np.uint8), "x_zero"), numpy_helper.from_array(np.array(128, np.uint8), "w_zero")]
-    graph = helper.make_graph(nodes, "windows", [helper.make_tensor_value_info("codes", TensorProto.UINT8, None)],
-                              [helper.make_tensor_value_info("y", TensorProto.INT32, None)], inits)
-    model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
+    graph = gs.Graph(opset=17)
+    emit = Emitter(graph, "layer")
+    x = gs.Variable("codes", dtype=np.uint8, shape=codes.shape)
+    zeros = [emit.constant("codes_zero", np.array(0, np.uint8)), emit.constant("weight_zero", np.array(128, np.uint8))]
+    products = channels // merged
+    if form == "matmul":
+        w = _merged_groups_weight(emit, weight, geometry, [products, out_channels // products, -1])
+        columns = emit.reshape("columns", x, [0, products, merged * taps, windows], dtype=np.uint8)
+        y = emit.op("MatMulInteger", "sums", [w, columns, zeros[1], zeros[0]], dtype=np.int32)
+    else:
+        w = _merged_groups_weight(emit, weight, geometry, [out_channels, -1, taps, 1])
+        columns = emit.reshape("columns", x, [0, channels, taps, windows], dtype=np.uint8)
+        y = emit.op("ConvInteger", "sums", [columns, w, *zeros], {"kernel_shape": [taps, 1], "group": products},
+                    dtype=np.int32)
+    graph.inputs, graph.outputs = [x], [y]
+    model = gs.export_onnx(graph)
+    model.ir_version = 10
     result = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"codes": codes})[0]
     rows = codes.reshape(2, channels, taps, windows)[:, np.arange(out_channels) // multiplier].astype(np.int64)
     expected = np.einsum("ot,notl->nol", weight.reshape(out_channels, taps).astype(np.int64) - 128, rows)

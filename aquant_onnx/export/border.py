@@ -23,14 +23,19 @@ the simulation agree bit for bit whatever their summation order::
 Weights and bias are dequantized by constant Cast/Sub/Mul chains, not DequantizeLinear, so
 ONNX Runtime folds them at load and the layer runs as a prepacked float convolution
 (:func:`.qdq.quantize_weight`).
-A 1×1 Conv in integer form (the im2col form's column conv, a pointwise conv) on unsigned codes
-runs on the codes directly, no DequantizeLinear (``export.conv_integer``, default on)::
+An integer-form layer on unsigned codes that is a 1×1 Conv itself (a pointwise conv) or through
+the im2col form runs on the codes directly, no DequantizeLinear (``export.conv_integer``, default on)::
 
     codes, W_uint8 (w − z_w + 128) → ConvInteger(z_x, 128) → <layer>.accumulator (int32)
-        → DequantizeLinear(<layer>.output_scale, zero point −b) → Y
+        → DequantizeLinear(<layer>.output_scale, zero point −b) → Y                      (1×1 conv)
+    W_uint8 [P, OC/P, rows], columns [N, P, rows, L] → MatMulInteger(128, z_x) → <layer>.accumulator
+        → Reshape <layer>.accumulator_channels [N, OC, OH, OW] → DequantizeLinear → Y     (im2col)
 
-A depthwise conv's columns instead go in as [N, C, kh·kw, OH·OW] to a (kh·kw)×1 ConvInteger that
-merges groups (:func:`_conv_on_window_columns`), and a Reshape restores Y's [N, OC, OH, OW].
+with one product a group, DESIGN §4's MatMul(W [g, OC/g, C/g·kh·kw]) on integers. A depthwise
+conv's products each take 4 groups (block-diagonal weights, :func:`_merged_groups_weight`); above
+:data:`DEPTHWISE_MATMUL_MAX_WINDOWS` windows its columns instead go in as [N, C, kh·kw, OH·OW] to a
+(kh·kw)×1 ConvInteger of merged groups (:func:`_conv_on_window_columns`), and a Reshape restores
+Y's [N, OC, OH, OW].
 
 Other layers (accumulator beyond 2^24, a float bias off the accumulator grid, Gemm alpha ≠ 1,
 ConvTranspose) keep the float form: the same nodes with the real scales and no Mul.
@@ -52,8 +57,8 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ..errors import ExportError
-from .exact import (CONV_INTEGER_WEIGHT_OFFSET, Emitter, accumulates_integers, channel_shape, conv_integer_layer,
-                    conv_integer_weight, exact_accumulator, rescale_output, runs_on_conv_integer)
+from .exact import (CONV_INTEGER_WEIGHT_OFFSET, Emitter, accumulates_integers, channel_shape, conv_integer_weight,
+                    exact_accumulator, integer_sums_layer, rescale_output, runs_on_conv_integer)
 from .params import ActivationParams, BorderParams, LayerParams
 from .qdq import dequantize_codes, quantize_bias, quantize_weight
 
@@ -63,7 +68,14 @@ BORDER_COEFFS_SUFFIX = ".border_coeffs"
 BORDER_UNFOLD_SUFFIX = ".border_unfold"  # the one-hot Conv of the standard-op im2col form
 COLUMNS_SUFFIX = ".input_columns"  # the Reshape that views the im2col codes as the layer's input
 BORDER_OPS = ("custom", "onnx")
-DEPTHWISE_GROUPS_MERGED = 4  # depthwise groups per ConvInteger group (:func:`_conv_on_window_columns`)
+DEPTHWISE_GROUPS_MERGED = 4  # depthwise groups per product of the columns (:func:`_merged_group_count`)
+# A depthwise conv with more output windows than this takes the window form (a (kh·kw)×1 ConvInteger,
+# :func:`_conv_on_window_columns`), one with at most this many a batched MatMulInteger like the other
+# im2col layers. MobileNetV2 im2col, ms against the window form everywhere (1 thread b1 / b32; 2 threads
+# b1 / b32): MatMulInteger up to 784 windows 11.1 / 446.9 against 11.5 / 448.6; 6.65 / 258.4 against
+# 7.36 / 296.0 (ORT runs MatMulInteger's products on both threads, ConvInteger's groups one after the
+# other); up to 3136 windows it loses at 1 thread (455.4 at b32).
+DEPTHWISE_MATMUL_MAX_WINDOWS = 1024
 
 
 @dataclass(frozen=True)
@@ -129,22 +141,29 @@ def quantize_layer_with_border(graph: gs.Graph, node: gs.Node, activation_index:
         _im2col_codes_onnx(emit, source, scale, border, activation, codes, windows)
     else:
         _elementwise_codes_onnx(emit, source, scale, border, activation, codes)
-    windowed = on_conv_integer and windows is not None and windows.in_channels == windows.group
+    windowed = on_conv_integer and windows is not None and _takes_window_form(windows)
+    on_matmul = on_conv_integer and windows is not None and not windowed
     if windowed:
         codes = _conv_on_window_columns(emit, node, windows, codes)
+    elif on_matmul:
+        products = _column_products(windows)
+        codes = emit.reshape(COLUMNS_SUFFIX[1:], codes,
+                             [0, products, windows.in_channels * windows.taps // products, windows.windows], dtype=code_dtype)
     elif windows is not None:
         codes = emit.reshape(COLUMNS_SUFFIX[1:], codes, [0, windows.in_channels * windows.taps, *windows.output_size],
                              dtype=code_dtype)
-        _conv_on_columns(emit, node, windows, reshape_weight=not on_conv_integer)
+        _conv_on_columns(emit, node, windows)
     output_scale = np.float32(activation.scale) * layer.weight.scale.astype(np.float32) if integer else None
     if on_conv_integer:
-        weight, output_shape = conv_integer_weight(layer), None
+        weight = conv_integer_weight(layer)
+        output_shape = [0, windows.out_channels, *windows.output_size] if windows is not None else None
         if windowed:
-            weight = merged_groups_weight(weight, windows.group, _merged_group_count(windows))
-            output_shape = [0, windows.out_channels, *windows.output_size]
+            weight = _merged_groups_weight(emit, weight, windows, [windows.out_channels, -1, windows.taps, 1])
+        elif on_matmul:
+            weight = _columns_matmul_weight(emit, weight, windows)
         else:
             weight = weight.reshape(weight.shape[0], -1, 1, 1)
-        conv_integer_layer(emit, node, codes, zero_point, layer, output_scale, weight, output_shape)
+        integer_sums_layer(emit, node, codes, zero_point, layer, output_scale, weight, output_shape, matmul=on_matmul)
         return
     node.inputs[0 if windows is not None else activation_index] = dequantize_codes(
         graph, node.name, codes, code_scale, zero_point)
@@ -225,20 +244,73 @@ def _resolved_pads(node: gs.Node, kernel: tuple, strides: tuple, dilations: tupl
     return (begin[0], begin[1], end[0], end[1])
 
 
-def _conv_on_columns(emit: Emitter, node: gs.Node, windows: _ConvWindows, reshape_weight: bool) -> None:
+def _conv_on_columns(emit: Emitter, node: gs.Node, windows: _ConvWindows) -> None:
     """Turn the Conv into a 1×1 Conv (same group) on the columns viewed as [N, C·kh·kw, OH, OW]:
     weight [OC, C/g, kh, kw] → [OC, C/g·kh·kw, 1, 1], whose input channel order is the columns' row
-    order (``reshape_weight``; a ConvInteger gets its weight in that shape from the start)."""
+    order."""
     group_rows = windows.in_channels // windows.group * windows.taps
-    if reshape_weight:
-        node.inputs[1] = emit.reshape("im2col_weight", node.inputs[1], [windows.out_channels, group_rows, 1, 1])
+    node.inputs[1] = emit.reshape("im2col_weight", node.inputs[1], [windows.out_channels, group_rows, 1, 1])
     node.attrs = {"group": windows.group, "kernel_shape": [1, 1], "strides": [1, 1], "pads": [0, 0, 0, 0],
                   "dilations": [1, 1]}
 
 
+def _depthwise(windows: _ConvWindows) -> bool:
+    return windows.in_channels == windows.group
+
+
+def _takes_window_form(windows: _ConvWindows) -> bool:
+    return _depthwise(windows) and windows.windows > DEPTHWISE_MATMUL_MAX_WINDOWS
+
+
 def _merged_group_count(windows: _ConvWindows) -> int:
-    """How many of a depthwise conv's groups one ConvInteger group takes (:func:`_conv_on_window_columns`)."""
-    return math.gcd(windows.group, DEPTHWISE_GROUPS_MERGED)
+    """How many of a depthwise conv's groups one product takes (one ConvInteger group of
+    :func:`_conv_on_window_columns`, one product of :func:`_columns_matmul_weight`); 1 otherwise."""
+    return math.gcd(windows.group, DEPTHWISE_GROUPS_MERGED) if _depthwise(windows) else 1
+
+
+def _column_products(windows: _ConvWindows) -> int:
+    """Products of the MatMulInteger on the columns: one a group, merged groups for a depthwise conv."""
+    return windows.group // _merged_group_count(windows)
+
+
+def _columns_matmul_weight(emit: Emitter, weight: np.ndarray, windows: _ConvWindows) -> np.ndarray | gs.Tensor:
+    """MatMulInteger weight [P, OC/P, rows] (P = :func:`_column_products`) of an im2col layer from
+    its uint8 weight [OC, C/g, kh, kw] (:func:`.exact.conv_integer_weight`): product p multiplies
+    rows p·rows … (p + 1)·rows − 1 of the columns (C/g input channels' kh·kw taps, in the columns'
+    order) into output channels p·OC/P …; a depthwise conv's merged groups get block-diagonal
+    weights (:func:`_merged_groups_weight`).
+
+    ORT's ConvInteger runs one GEMM per image and group one after the other; MatMulInteger hands
+    all (image, product) GEMMs to MLAS at once, which spreads them over the intra-op threads."""
+    products = _column_products(windows)
+    shape = [products, windows.out_channels // products, -1]
+    if _merged_group_count(windows) > 1:
+        return _merged_groups_weight(emit, weight, windows, shape)
+    return weight.reshape(shape)
+
+
+def merged_groups_slots(out_channels: int, group: int, merged: int) -> np.ndarray:
+    """[OC, merged, 1] bool: output channel o's kernel slot among the ``merged`` groups of its
+    product (its own group's), of a conv with ``group`` groups of one input channel."""
+    slot = (np.arange(out_channels) // (out_channels // group)) % merged
+    return (np.arange(merged)[None, :] == slot[:, None])[:, :, None]
+
+
+def _merged_groups_weight(emit: Emitter, weight: np.ndarray, windows: _ConvWindows, shape: list[int]) -> gs.Variable:
+    """The block-diagonal weight of a depthwise conv's merged groups, built from the learned weights
+    alone when ORT loads the model (constant folding), so the file holds no zero slots::
+
+        Where(<layer>.weight_slots [OC, m, 1], <layer>.weight_quantized [OC, 1, kh·kw] (uint8), 128)
+        → <layer>.weight_merged_groups [OC, m, kh·kw] → Reshape to ``shape``
+
+    Output channel o keeps its kernel in the slot of its own group (:func:`merged_groups_slots`)
+    and zero (128) in the other merged groups' slots."""
+    slots = merged_groups_slots(windows.out_channels, windows.group, _merged_group_count(windows))
+    learned = emit.constant("weight_quantized", weight.reshape(windows.out_channels, 1, windows.taps))
+    empty = emit.constant("weight_empty_slot", np.array(CONV_INTEGER_WEIGHT_OFFSET, np.uint8))
+    blocks = emit.op("Where", "weight_merged_groups", [emit.constant("weight_slots", slots), learned, empty],
+                     dtype=np.uint8)
+    return emit.reshape("weight_merged_groups_layout", blocks, shape, dtype=np.uint8)
 
 
 def _conv_on_window_columns(emit: Emitter, node: gs.Node, windows: _ConvWindows, codes: gs.Variable) -> gs.Variable:
@@ -255,19 +327,6 @@ def _conv_on_window_columns(emit: Emitter, node: gs.Node, windows: _ConvWindows,
                   "pads": [0, 0, 0, 0], "dilations": [1, 1]}
     return emit.reshape(COLUMNS_SUFFIX[1:], codes, [0, windows.in_channels, windows.taps, windows.windows],
                         dtype=codes.dtype)
-
-
-def merged_groups_weight(weight: np.ndarray, group: int, merged: int) -> np.ndarray:
-    """ConvInteger weight [OC, merged, kh·kw, 1] of :func:`_conv_on_window_columns` from the uint8
-    weight (:func:`.exact.conv_integer_weight`, any shape [OC, ...] holding one input channel's kh·kw
-    taps) of a conv with ``group`` groups: output channel o keeps its kernel in the slot of its own
-    group, zero (128) in the other merged groups' slots."""
-    out_channels = weight.shape[0]
-    kernels = weight.reshape(out_channels, -1)
-    blocks = np.full((out_channels, merged, kernels.shape[1], 1), CONV_INTEGER_WEIGHT_OFFSET, np.uint8)
-    slot = (np.arange(out_channels) // (out_channels // group)) % merged
-    blocks[np.arange(out_channels), slot, :, 0] = kernels
-    return blocks
 
 
 def _polynomial(emit: Emitter, v: gs.Tensor, coeffs: gs.Constant, degree: int) -> gs.Tensor:

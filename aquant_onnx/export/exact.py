@@ -16,7 +16,8 @@ with weights int8 → DequantizeLinear(scale 1, z_w), one per copy.
 
 Every sum is exact in float32, so MLAS's float kernels can be used: k×k convolutions stay float
 (ORT's NCHWc kernels beat its ConvInteger there). A 1×1 integer-form Conv on unsigned codes (the
-im2col form's column conv, a pointwise conv) instead becomes ``ConvInteger`` (:func:`conv_integer_layer`)
+im2col form's column conv, a pointwise conv) instead becomes ``ConvInteger`` or, on im2col columns,
+``MatMulInteger`` (:func:`integer_sums_layer`)
 when the export asks for it: ORT's CPU ConvInteger with uint8 weights runs MLAS's u8×u8 GEMM,
 1.5–2.7× faster than DequantizeLinear → float Conv on the same codes (``benchmarks.ort_latency
 --layer-forms``), and the int32 sums are exact by construction. ORT's CUDA EP has no ConvInteger
@@ -128,41 +129,55 @@ def conv_integer_weight(layer: LayerParams) -> np.ndarray:
     return (_centred_weight(layer.weight) + CONV_INTEGER_WEIGHT_OFFSET).astype(np.uint8)
 
 
-def conv_integer_layer(emit: Emitter, node: gs.Node, codes: gs.Tensor, zero_point: gs.Constant, layer: LayerParams,
-                       output_scale: np.ndarray, weight: np.ndarray, output_shape: list[int] | None = None) -> None:
-    """Rewrite ``node`` (precondition: :func:`runs_on_conv_integer`; attributes already those of
-    the convolution ``weight`` (uint8, :func:`conv_integer_weight` in that convolution's layout) is
-    for) in place::
+def integer_sums_layer(emit: Emitter, node: gs.Node, codes: gs.Tensor, zero_point: gs.Constant, layer: LayerParams,
+                       output_scale: np.ndarray, weight: np.ndarray | gs.Tensor, output_shape: list[int] | None = None,
+                       matmul: bool = False) -> None:
+    """Rewrite ``node`` (precondition: :func:`runs_on_conv_integer`) in place into integer sums of
+    the codes, then one rescale::
 
         codes, <layer>.weight_quantized (weight) → ConvInteger
         → <layer>.accumulator (int32) → DequantizeLinear <layer>.rescale (scale <layer>.output_scale,
           zero point <layer>.accumulator_zero_point = −b, axis 1) [→ Reshape <layer>.output_windows
           to ``output_shape``] → Y
 
+    ConvInteger: the node's attributes are already those of the convolution ``weight`` (uint8,
+    :func:`conv_integer_weight` in that convolution's layout, as an array that becomes
+    <layer>.weight_quantized, or a tensor the caller built) is for. ``matmul``: the codes are
+    im2col columns [N, P, rows, L] and ``weight`` [P, OC/P, rows] (P products of one group's rows
+    each); the node becomes MatMulInteger(weight, codes) and its sums [N, P, OC/P, L] are reshaped
+    (<layer>.accumulator_channels) to ``output_shape`` [0, OC, OH, OW] before the rescale.
+
     (acc − (−b))·s_x·s_w is the float form's arithmetic exactly while the biased sums stay within
     float32's integers, in one pass over the int32 sums instead of Cast, Add and Mul (4–22 % less
     time per layer, ``benchmarks.ort_latency --layer-forms`` at 1 thread). Where they do not, the
     bias is added in float32 after a Cast, the simulation's single rounding: Cast → Add
     <layer>.bias_channels → Mul."""
-    out_channels = weight.shape[0]
-    shape = channel_shape(node, 1, weight.ndim)  # while node is still the Conv
+    out_channels = layer.weight.int_values.shape[layer.weight.axis]
+    shape = channel_shape(node, 1, 4)  # while node is still the Conv: sums and Y are [N, OC, OH, OW]
     output = node.outputs[0]
-    if output_shape is not None:
-        final, output = output, gs.Variable(f"{node.name}.rescaled", dtype=np.float32)
-        emit.reshape("output_windows", output, output_shape, output=final)
-    node.op = "ConvInteger"
-    node.inputs = [codes, emit.constant("weight_quantized", weight), zero_point,
-                   emit.constant("weight_zero_point", np.array(CONV_INTEGER_WEIGHT_OFFSET, np.uint8))]
+    weight = emit.constant("weight_quantized", weight) if isinstance(weight, np.ndarray) else weight
+    weight_zero_point = emit.constant("weight_zero_point", np.array(CONV_INTEGER_WEIGHT_OFFSET, np.uint8))
     node.outputs = [gs.Variable(f"{node.name}.accumulator", dtype=np.int32)]
+    if matmul:
+        node.op, node.attrs = "MatMulInteger", {}
+        node.inputs = [weight, codes, weight_zero_point, zero_point]
+        sums = emit.reshape("accumulator_channels", node.outputs[0], output_shape, dtype=np.int32)
+    else:
+        if output_shape is not None:
+            final, output = output, gs.Variable(f"{node.name}.rescaled", dtype=np.float32)
+            emit.reshape("output_windows", output, output_shape, output=final)
+        node.op = "ConvInteger"
+        node.inputs = [codes, weight, zero_point, weight_zero_point]
+        sums = node.outputs[0]
     if layer.bias is None or exact_accumulator(layer, with_bias=True):
         scale = np.broadcast_to(output_scale.reshape(-1), (out_channels,))
-        inputs = [node.outputs[0], emit.constant("output_scale", scale.astype(np.float32))]
+        inputs = [sums, emit.constant("output_scale", scale.astype(np.float32))]
         if layer.bias is not None:  # |b| < 2^24 here, so −b is an int32 too
             inputs.append(emit.constant("accumulator_zero_point", -layer.bias.int_values.astype(np.int32).reshape(-1)))
         emit.op("DequantizeLinear", "rescale", inputs, {"axis": 1}, output=output)
         return
     # Here the layer has a bias (without one the sums are exact and took the DequantizeLinear above).
-    y = emit.op("Cast", "accumulator_float", [node.outputs[0]], {"to": onnx.TensorProto.FLOAT})
+    y = emit.op("Cast", "accumulator_float", [sums], {"to": onnx.TensorProto.FLOAT})
     bias = emit.constant("bias_channels", layer.bias.int_values.astype(np.float32).reshape(shape))
     y = emit.op("Add", "accumulator_bias", [y, bias])
     emit.op("Mul", "rescale", [emit.constant("output_scale", output_scale.reshape(shape)), y], output=output)

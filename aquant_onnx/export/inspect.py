@@ -18,11 +18,12 @@ from onnx import numpy_helper
 
 from ..graph.layers import constant_names, is_quantizable
 from ..graph.load import read_model
-from .border import BORDER_COEFFS_SUFFIX, BORDER_ROUND_SUFFIX, BORDER_UNFOLD_SUFFIX, COLUMNS_SUFFIX
+from .border import BORDER_COEFFS_SUFFIX, BORDER_ROUND_SUFFIX, BORDER_UNFOLD_SUFFIX
 from .exact import FINE_PIECE_SUFFIX
 
 LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-INTEGER_LAYER_OPS = ("ConvInteger",)  # codes and uint8 weights (w − z_w + 128) in, int32 out
+# codes and uint8 weights (w − z_w + 128) in, int32 out; the index of the weight input
+INTEGER_LAYER_OPS = {"ConvInteger": 1, "MatMulInteger": 0}
 WEIGHT_CHAIN_OPS = ("DequantizeLinear", "Cast", "Sub", "Mul")  # int weight → float weight
 
 
@@ -81,15 +82,16 @@ def _integer_weight(producers: dict[str, onnx.NodeProto], inits: dict[str, np.nd
     return None
 
 
-def _merged_groups(producers: dict[str, onnx.NodeProto], node: onnx.NodeProto, weight: np.ndarray) -> int:
-    """Depthwise groups that one group of ``node`` takes in the exporter's window form (a k×1
-    ConvInteger on the columns, ``export.border._conv_on_window_columns``): its block-diagonal
-    weight holds that many kernel slots per output channel, one of them the channel's own; 1 for
-    any other layer."""
-    kernel = next((list(a.ints) for a in node.attribute if a.name == "kernel_shape"), [1, 1])
-    columns = producers.get(node.input[0])
-    windowed = columns is not None and columns.name == node.name + COLUMNS_SUFFIX and kernel[0] > 1 and kernel[1:] == [1]
-    return int(weight.shape[1]) if windowed else 1
+def _learned_integer_weight(producers: dict[str, onnx.NodeProto], inits: dict[str, np.ndarray],
+                            tensor: str) -> str | None:
+    """The initializer behind an integer layer's weight input: itself, or, for a depthwise conv's
+    merged groups (``export.border._merged_groups_weight``), the learned weights the Where spreads
+    into block-diagonal slots (the file holds no zero slots, so the count is the learned weights)."""
+    node = producers.get(tensor)
+    while node is not None and node.op_type in ("Reshape", "Where"):
+        tensor = node.input[1 if node.op_type == "Where" else 0]
+        node = producers.get(tensor)
+    return tensor if tensor in inits else None
 
 
 def _codes_bits(producers: dict[str, onnx.NodeProto], inits: dict[str, np.ndarray], tensor: str,
@@ -127,11 +129,12 @@ def inspect_model(path: str | os.PathLike) -> ModelReport:
             constants.add(node.output[0])
     for node in model.graph.node:
         if node.op_type in INTEGER_LAYER_OPS:  # the integer weight and the codes are the inputs themselves
-            if len(node.input) < 2 or node.input[1] not in inits:
+            weight_index = INTEGER_LAYER_OPS[node.op_type]
+            weight_tensor = _learned_integer_weight(producers, inits, node.input[weight_index]) if len(node.input) > 1 else None
+            if weight_tensor is None:
                 continue
-            weight_tensor, quantized = node.input[1], inits[node.input[1]]
-            a_bits = _codes_bits(producers, inits, node.input[0], codes_in=True)
-            merged = _merged_groups(producers, node, quantized)
+            quantized = inits[weight_tensor]
+            a_bits = _codes_bits(producers, inits, node.input[1 - weight_index], codes_in=True)
         else:
             if node.op_type not in LAYER_OPS or not is_quantizable(node, constants) or \
                     node.name.endswith((BORDER_UNFOLD_SUFFIX, FINE_PIECE_SUFFIX)):  # parts of another layer
@@ -140,7 +143,6 @@ def inspect_model(path: str | os.PathLike) -> ModelReport:
             weight_tensor = _before_reshape(producers, node.input[weight_index])
             quantized = _integer_weight(producers, inits, weight_tensor)
             a_bits = _codes_bits(producers, inits, node.input[1 - weight_index])
-            merged = 1
         if quantized is not None:
             values = quantized
             w_bits = recorded.get(node.name, {}).get("w_bits") or _bits_of_span(values)
@@ -148,7 +150,7 @@ def inspect_model(path: str | os.PathLike) -> ModelReport:
             values, w_bits = inits[weight_tensor], None
         else:
             continue
-        count = int(values.size) // merged  # the learned weights, not the merged groups' zero slots
+        count = int(values.size)
         report.layers.append(
             LayerRow(node.name, node.op_type, w_bits, a_bits, count, 4 * count, -(-count * (w_bits or 32) // 8))
         )
