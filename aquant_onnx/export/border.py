@@ -106,9 +106,10 @@ def quantize_layer_with_border(graph: gs.Graph, node: gs.Node, activation_index:
     """Rewrite ``node`` for its learned border (DESIGN §4): int weight and bias, the input
     rounded by the border, and, in the integer form, the output rescaled by s_x·s_w.
 
-    The im2col form turns ``node`` into a 1×1 Conv on the columns in place (same name and
-    output tensor), so downstream nodes are untouched. With ``conv_integer`` an integer-form 1×1
-    Conv becomes ``ConvInteger`` on the codes where it can (:func:`.exact.runs_on_conv_integer`).
+    ``node`` keeps its name and output tensor, so downstream nodes are untouched. The im2col form
+    turns it into a 1×1 Conv on the columns; with ``conv_integer``, where the integer form can run on
+    the codes (:func:`.exact.runs_on_conv_integer`), into a MatMulInteger on them (a depthwise conv
+    of many windows: a (kh·kw)×1 ConvInteger), and a 1×1 conv into a ConvInteger.
 
     Raises:
         ExportError: unknown ``border_op``, a border without an activation grid, or an im2col
@@ -146,9 +147,7 @@ def quantize_layer_with_border(graph: gs.Graph, node: gs.Node, activation_index:
     if windowed:
         codes = _conv_on_window_columns(emit, node, windows, codes)
     elif on_matmul:
-        products = _column_products(windows)
-        codes = emit.reshape(COLUMNS_SUFFIX[1:], codes,
-                             [0, products, windows.in_channels * windows.taps // products, windows.windows], dtype=code_dtype)
+        codes = _columns_for_matmul(emit, windows, codes)
     elif windows is not None:
         codes = emit.reshape(COLUMNS_SUFFIX[1:], codes, [0, windows.in_channels * windows.taps, *windows.output_size],
                              dtype=code_dtype)
@@ -161,8 +160,6 @@ def quantize_layer_with_border(graph: gs.Graph, node: gs.Node, activation_index:
             weight = _merged_groups_weight(emit, weight, windows, [windows.out_channels, -1, windows.taps, 1])
         elif on_matmul:
             weight = _columns_matmul_weight(emit, weight, windows)
-        else:
-            weight = weight.reshape(weight.shape[0], -1, 1, 1)
         integer_sums_layer(emit, node, codes, zero_point, layer, output_scale, weight, output_shape, matmul=on_matmul)
         return
     node.inputs[0 if windows is not None else activation_index] = dequantize_codes(
@@ -271,6 +268,13 @@ def _merged_group_count(windows: _ConvWindows) -> int:
 def _column_products(windows: _ConvWindows) -> int:
     """Products of the MatMulInteger on the columns: one a group, merged groups for a depthwise conv."""
     return windows.group // _merged_group_count(windows)
+
+
+def _columns_for_matmul(emit: Emitter, windows: _ConvWindows, codes: gs.Variable) -> gs.Variable:
+    """The columns viewed as [N, P, rows, L]: product p's rows (:func:`_columns_matmul_weight`) in one matrix."""
+    products = _column_products(windows)
+    shape = [0, products, windows.in_channels * windows.taps // products, windows.windows]
+    return emit.reshape(COLUMNS_SUFFIX[1:], codes, shape, dtype=codes.dtype)
 
 
 def _columns_matmul_weight(emit: Emitter, weight: np.ndarray, windows: _ConvWindows) -> np.ndarray | gs.Tensor:
