@@ -357,7 +357,8 @@ def _layer_model(shape_name: str, form: str, batch: int) -> bytes:
         values.update(weight_zero_point=np.array(128, np.uint8), weight=(weight.astype(np.int16) + 128).astype(np.uint8))
         # depthwise columns in the windows / MatMulInteger forms: 4 groups merged in one product,
         # block-diagonal weights [OC, 4, 9]
-        merged = DEPTHWISE_GROUPS_MERGED if group > 1 and form != "integer_convinteger" else 1
+        merged = DEPTHWISE_GROUPS_MERGED if group > 1 and form in ("integer_convinteger_windows",
+                                                                   "integer_matmulinteger") else 1
         if merged > 1:
             slots = merged_groups_slots(out_channels, group, merged)
             values["weight"] = np.where(slots, values["weight"].reshape(out_channels, 1, -1), np.uint8(128))
