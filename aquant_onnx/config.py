@@ -137,8 +137,10 @@ class BorderConfig:
 @dataclass
 class ExportConfig:
     border_op: BorderOp = BorderOp.CUSTOM
-    # 1×1 integer-form layers after BorderRound as ConvInteger: faster on ORT's CPU EP; its CUDA EP
-    # has no ConvInteger kernel (the node would run on the CPU), so turn off for CUDA deployment.
+
+    # Integer-form layers after BorderRound on the codes (1×1 convs as ConvInteger, im2col columns as
+    # MatMulInteger): faster on ORT's CPU EP; its CUDA EP has no uint8 kernels for them (the nodes
+    # would run on the CPU), so turn off for CUDA deployment.
     conv_integer: bool = True
 
     def __post_init__(self) -> None:

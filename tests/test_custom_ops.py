@@ -446,15 +446,18 @@ def test_uses_aquant_ops_detects_domain():
     assert not uses_aquant_ops(onnx.helper.make_model(onnx.helper.make_graph([], "empty", [], []), ir_version=10))
 
 
-def test_cuda_session_warns_that_conv_integer_runs_on_the_cpu(caplog):
-    from aquant_onnx.runtime.session import uses_conv_integer
+@pytest.mark.parametrize("op", ["ConvInteger", "MatMulInteger"])
+def test_cuda_session_warns_that_integer_layers_run_on_the_cpu(caplog, op):
+    from aquant_onnx.runtime.session import uses_integer_layers
 
-    node = helper.make_node("ConvInteger", ["x", "w"], ["y"])
-    graph = helper.make_graph([node], "conv_integer", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 2, 3, 3])],
+    weight = np.ones((4, 2, 1, 1) if op == "ConvInteger" else (4, 2), np.uint8)
+    node = helper.make_node(op, ["x", "w"] if op == "ConvInteger" else ["w", "x"], ["y"])
+    x_shape = [1, 2, 3, 3] if op == "ConvInteger" else [1, 2, 3]
+    graph = helper.make_graph([node], "integer_layer", [helper.make_tensor_value_info("x", TensorProto.UINT8, x_shape)],
                               [helper.make_tensor_value_info("y", TensorProto.INT32, None)],
-                              [numpy_helper.from_array(np.ones((4, 2, 1, 1), np.uint8), "w")])
+                              [numpy_helper.from_array(weight, "w")])
     model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
-    assert uses_conv_integer(model) and not uses_conv_integer(make_border_model({}))
+    assert uses_integer_layers(model) and not uses_integer_layers(make_border_model({}))
     with caplog.at_level(logging.WARNING, logger="aquant_onnx.runtime.session"):
         session(model.SerializeToString(), providers="cpu")
         assert not caplog.records

@@ -71,10 +71,11 @@ BORDER_OPS = ("custom", "onnx")
 DEPTHWISE_GROUPS_MERGED = 4  # depthwise groups per product of the columns (:func:`_merged_group_count`)
 # A depthwise conv with more output windows than this takes the window form (a (kh·kw)×1 ConvInteger,
 # :func:`_conv_on_window_columns`), one with at most this many a batched MatMulInteger like the other
-# im2col layers. MobileNetV2 im2col, ms against the window form everywhere (1 thread b1 / b32; 2 threads
-# b1 / b32): MatMulInteger up to 784 windows 11.1 / 446.9 against 11.5 / 448.6; 6.65 / 258.4 against
-# 7.36 / 296.0 (ORT runs MatMulInteger's products on both threads, ConvInteger's groups one after the
-# other); up to 3136 windows it loses at 1 thread (455.4 at b32).
+# im2col layers. ``benchmarks.ort_latency --layer-forms``, batch 32, MatMulInteger against the window
+# form: 14x14 depthwise columns 6.27 / 7.24 ms at 1 thread, 3.90 / 6.34 ms at 2 (ORT runs the
+# MatMulInteger's products on both threads, ConvInteger's groups one after the other); 56x56 ones
+# 30.8 / 24.6 ms at 1 thread, where one image's long product reads its columns better from the
+# window form's contiguous copy, and 19.9 / 20.9 ms at 2.
 DEPTHWISE_MATMUL_MAX_WINDOWS = 1024
 
 

@@ -7,7 +7,8 @@ the exporter writes runs; a model that uses ``com.aquant`` ops without a library
 CUDA with a CPU-only library: ORT assigns BorderRound to the CPU EP (with device copies around
 it) and the rest of the graph to CUDA. The codes are identical, only slower, so this warns
 instead of failing: a wheel built on a machine without nvcc still runs every model on a GPU.
-Likewise for ConvInteger layers (exported by default for the CPU EP), which the CUDA EP lacks.
+Likewise for the ConvInteger and uint8 MatMulInteger layers (exported by default for the CPU EP),
+which the CUDA EP lacks kernels for.
 """
 
 from __future__ import annotations
@@ -52,9 +53,13 @@ def uses_aquant_ops(model: Any) -> bool:
     return any(node.domain == AQUANT_DOMAIN for node in _nodes(model))
 
 
-def uses_conv_integer(model: Any) -> bool:
-    """Whether ``model`` has ConvInteger nodes (no kernel in ONNX Runtime's CUDA EP)."""
-    return any(node.op_type == "ConvInteger" and node.domain in ("", "ai.onnx") for node in _nodes(_proto(model)))
+INTEGER_LAYER_OPS = ("ConvInteger", "MatMulInteger")  # the exporter's uint8 forms: no CUDA EP kernel
+
+
+def uses_integer_layers(model: Any) -> bool:
+    """Whether ``model`` has ConvInteger or MatMulInteger nodes (ONNX Runtime's CUDA EP has no kernel
+    for the first, and the second only for int8 × int8, not the exporter's uint8)."""
+    return any(node.op_type in INTEGER_LAYER_OPS and node.domain in ("", "ai.onnx") for node in _nodes(_proto(model)))
 
 
 @functools.lru_cache(maxsize=1)
@@ -118,9 +123,9 @@ def session(
     if exact_int8 or (exact_int8 is None and int8_sums_can_saturate()):
         options.add_session_config_entry("session.x64quantprecision", "1")
     _register_library(options, model, providers)
-    if any(_provider_name(p) == "CUDAExecutionProvider" for p in providers) and uses_conv_integer(model):
-        logger.warning("the model has ConvInteger layers, which ONNX Runtime's CUDA EP runs on the CPU; "
-                       "for CUDA, re-export with --no-conv-integer.")
+    if any(_provider_name(p) == "CUDAExecutionProvider" for p in providers) and uses_integer_layers(model):
+        logger.warning("the model has ConvInteger/MatMulInteger layers, which ONNX Runtime's CUDA EP runs on the "
+                       "CPU; for CUDA, re-export with --no-conv-integer.")
     source = str(model) if isinstance(model, Path) else model
     return ort.InferenceSession(source, sess_options=options, providers=providers)
 

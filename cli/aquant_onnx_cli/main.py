@@ -271,9 +271,9 @@ def _quant_config(params: dict[str, Any], extra: dict[str, Any]) -> QuantConfig:
 @click.option("--border-op", type=click.Choice(["custom", "onnx"]), default=None,
               help="Write borders as com.aquant::BorderRound (needs the op library) or standard ONNX ops [default: custom].")
 @click.option("--conv-integer/--no-conv-integer", "conv_integer", default=None,
-              help="AQuant: run 1x1 integer-form convs (incl. the im2col form's) as ConvInteger on the codes, "
-                   "1.5-2.7x faster on ONNX Runtime's CPU EP; use --no-conv-integer for the CUDA EP, which has no "
-                   "ConvInteger kernel [default: on].")
+              help="AQuant: run 1x1 integer-form convs as ConvInteger and the im2col form's column products as "
+                   "MatMulInteger on the codes, 1.5-2.7x faster on ONNX Runtime's CPU EP; use --no-conv-integer for "
+                   "the CUDA EP, which has no uint8 kernels for them [default: on].")
 @click.option("--preset", type=click.Choice(["imagenet", "inception", "efficientnet-lite", "cifar10"]), default=None,
               help="Image preprocessing preset [default: the model's stored preprocessing].")
 @click.option("--size", type=int, default=None, help="Input size (crop) in pixels [default: from the preset].")
