@@ -37,8 +37,9 @@ for them: the columns as [N, P, rows/P, L] under a batched MatMulInteger (one pr
 4 depthwise groups merged into one with block-diagonal weights), and the depthwise columns in
 ``integer_convinteger_windows``, the exporter's form above ``DEPTHWISE_MATMUL_MAX_WINDOWS``
 windows: the columns as [N, C, 9, L] under a 9x1 ConvInteger of the same merged groups.
-``--profile`` writes ORT profiles of each model cell and logs the op types that take the most time. One CSV row per (model, variant, batch, provider) is appended to
-``benchmarks/results/ort_latency.csv``; ``ort_latency.md`` is regenerated from it.
+``--profile`` writes ORT profiles of each model cell and logs the op types that take the most time.
+One CSV row per (model, variant, batch, provider) is appended to ``benchmarks/results/ort_latency.csv``;
+``ort_latency.md`` is regenerated from it.
 """
 
 from __future__ import annotations

@@ -385,7 +385,8 @@ def test_library_exports_only_register_custom_ops(ops_library):
     assert _exported_symbols(ops_library) == ["RegisterCustomOps"]
 
 
-def _has_gpu() -> bool:
+def has_gpu() -> bool:
+    """Whether nvidia-smi lists a CUDA device."""
     smi = shutil.which("nvidia-smi")
     return smi is not None and subprocess.run([smi, "-L"], capture_output=True).returncode == 0
 
@@ -404,7 +405,7 @@ def test_host_bridge_build_runs_or_names_the_cuda_error():
     x = rng.normal(0, 0.3, size=(2, 3, 6, 5)).astype(np.float32)
     coeffs = random_coeffs(rng, 3, 27)
     model = make_border_model(dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], qmin=0, qmax=15))
-    if _has_gpu():
+    if has_gpu():
         codes = run_border(bridge, model, x, 0.05, 8, coeffs)
         np.testing.assert_array_equal(codes.astype(np.int32), border_round_im2col(x, 0.05, 8, coeffs, 0, 15, (3, 3), pads=(1, 1, 1, 1)))
     else:

@@ -327,8 +327,7 @@ def _conv_on_window_columns(emit: Emitter, node: gs.Node, windows: _ConvWindows,
     (block-diagonal weights, zeros elsewhere), and the (kh·kw)×1 kernel makes ORT copy each
     group's columns into a contiguous buffer first, which its GEMM then reads from cache
     (``benchmarks.ort_latency --layer-forms``, ``integer_convinteger_windows``)."""
-    merged = _merged_group_count(windows)
-    node.attrs = {"group": windows.group // merged, "kernel_shape": [windows.taps, 1], "strides": [1, 1],
+    node.attrs = {"group": _column_products(windows), "kernel_shape": [windows.taps, 1], "strides": [1, 1],
                   "pads": [0, 0, 0, 0], "dilations": [1, 1]}
     return emit.reshape(COLUMNS_SUFFIX[1:], codes, [0, windows.in_channels, windows.taps, windows.windows],
                         dtype=codes.dtype)

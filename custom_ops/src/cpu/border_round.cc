@@ -401,8 +401,9 @@ InsideRange InsideWindows(int64_t windows, int64_t stride, int64_t pad, int64_t 
 // each other within one region per phase (phase_pitch apart, with kVectorRun entries of slack).
 // Tap (ky, kx) of window (oy, ox) reads padded entry (oy * stride_h + ry, ox * stride_w + rx),
 // ry = ky * dilation_h, rx = kx * dilation_w, which is entry (oy + ry / stride_h, ox + rx / stride_w)
-// of phase (ry % stride_h, rx % stride_w). So with any stride the windows of one tap, in "wide" order j = oy * phase_w + ox, are one contiguous run
-// starting at that tap's origin, and continuing into the next images' windows phase_plane apart
+// of phase (ry % stride_h, rx % stride_w). So with any stride the windows of one tap, in "wide"
+// order j = oy * phase_w + ox, are one contiguous run starting at that tap's origin, and
+// continuing into the next images' windows phase_plane apart
 // (with stride 1 there is one phase, the padded plane itself). The entries past each row of
 // windows, and those between images, are computed and never read.
 struct PhaseLayout {
