@@ -143,6 +143,10 @@ class ExportConfig:
     # would run on the CPU), so turn off for CUDA deployment.
     conv_integer: bool = True
 
+    # Four-bit weights stored two a byte (INT4/UINT4 initializers that ORT unpacks at load,
+    # :mod:`aquant_onnx.export.int4`); needs opset 21, to which an older model is converted.
+    int4_weights: bool = False
+
     def __post_init__(self) -> None:
         self.border_op = BorderOp(self.border_op)
 
@@ -183,6 +187,10 @@ class QuantConfig:
             value = getattr(self, name)
             if isinstance(value, dict):
                 setattr(self, name, cls(**value))
+        weight_bits = [b for b in (self.w_bits, self.first_layer_w_bits, self.last_layer_w_bits) if b is not None]
+        if self.export.int4_weights and min(weight_bits) > 4:
+            raise ConfigError(f"--int4-weights stores weights of 4 bits or fewer, but every layer gets more "
+                              f"(--w-bits {self.w_bits}); lower --w-bits or drop --int4-weights.")
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self), default=lambda e: e.value))
@@ -209,6 +217,7 @@ NESTED_OPTIONS = {
     "border_clamp_b0": ("border", "clamp_b0"),
     "border_op": ("export", "border_op"),
     "conv_integer": ("export", "conv_integer"),
+    "int4_weights": ("export", "int4_weights"),
 }
 
 

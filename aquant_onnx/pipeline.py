@@ -120,7 +120,8 @@ def export(calibrated: Calibrated) -> onnx.ModelProto:
     """The quantized ONNX model of a finished calibration."""
     weights = {name: layer.weight_name for name, layer in calibrated.graph.layers.items()}
     options = calibrated.config.export
-    return export_model(calibrated.model, calibrated.params, weights, options.border_op.value, options.conv_integer)
+    return export_model(calibrated.model, calibrated.params, weights, options.border_op.value, options.conv_integer,
+                        options.int4_weights)
 
 
 def quantize(

@@ -14,7 +14,8 @@ graph, not on how well the parameters were learned. Exported models are cached i
   output feeds the next quantized input);
 - ``qdq_w4a4``: QDrop W4A4, Q -> Clip -> DQ below 8 bits (the reference of the AQuant ratios);
 - ``aquant_channel`` / ``aquant_im2col``: AQuant W4A4 with ``com.aquant::BorderRound``;
-  ``*_onnx``: the same models with ``--border-op onnx`` (standard ops only).
+  ``*_onnx``: the same models with ``--border-op onnx`` (standard ops only); ``*_int4``: with
+  ``--int4-weights`` (4-bit weights stored two a byte, unpacked by ORT at load).
 
 Sessions come from ``aquant_onnx.runtime.session``: ``session.x64quantprecision`` (exact but slow
 int8 sums) is set only on x86 hosts without VNNI (column ``x64quantprecision``).
@@ -83,7 +84,14 @@ VARIANTS: dict[str, dict | None] = {
     "aquant_im2col": {"method": "aquant", "w_bits": 4, "a_bits": 4, "border_granularity": "im2col"},
     "aquant_im2col_onnx": {"method": "aquant", "w_bits": 4, "a_bits": 4, "border_granularity": "im2col",
                            "border_op": "onnx"},
+    # the same calibrations, 4-bit weights stored as INT4/UINT4 (--int4-weights)
+    "qdq_w4a4_int4": {"method": "qdrop", "w_bits": 4, "a_bits": 4, "int4_weights": True},
+    "aquant_channel_int4": {"method": "aquant", "w_bits": 4, "a_bits": 4, "border_granularity": "channel",
+                            "int4_weights": True},
+    "aquant_im2col_int4": {"method": "aquant", "w_bits": 4, "a_bits": 4, "border_granularity": "im2col",
+                           "int4_weights": True},
 }
+EXPORT_OPTIONS = ("border_op", "int4_weights")  # variants that differ only in these share one calibration
 DEFAULT_WORK_DIR = REPO_ROOT / "out" / "ort_latency"  # export cache (not committed)
 KERNEL_MODEL = "kernel[N,96,112,112]"  # MobileNetV2's largest depthwise-conv input (block 2)
 KERNEL_CHANNELS, KERNEL_SIZE = 96, 112
@@ -127,7 +135,7 @@ def build_models(model_key: str, variants: list[str], work_dir: Path, iters: int
     """Export every variant of ``model_key`` once into ``work_dir`` (cached across runs, keyed by
     the package's source so a changed exporter never reuses a stale graph).
 
-    Variants that differ only in ``border_op`` share one calibration. For the CUDA provider the
+    Variants that differ only in :data:`EXPORT_OPTIONS` share one calibration. For the CUDA provider the
     AQuant models are exported without ConvInteger (the CUDA EP has no kernel for it).
     """
     from aquant_onnx.config import BorderOp, QuantConfig
@@ -154,7 +162,7 @@ def build_models(model_key: str, variants: list[str], work_dir: Path, iters: int
             quantize_model(model_key, path, num_calib, QuantConfig().seed, options["quantize_static"],
                            options["w_bits"], options["a_bits"])
             continue
-        calib_options = {k: v for k, v in options.items() if k != "border_op"}
+        calib_options = {k: v for k, v in options.items() if k not in EXPORT_OPTIONS}
         key = json.dumps(calib_options, sort_keys=True)
         if key not in calibrated_by_options:
             logger.info("calibrating %s %s (iters=%d, num_calib=%d)", model_key, key, iters, num_calib)
@@ -162,6 +170,7 @@ def build_models(model_key: str, variants: list[str], work_dir: Path, iters: int
                                                    **calib_options)
         calibrated = calibrated_by_options[key]
         calibrated.config.export.border_op = BorderOp(options.get("border_op", "custom"))
+        calibrated.config.export.int4_weights = options.get("int4_weights", False)
         calibrated.config.export.conv_integer = provider == "cpu"
         onnx.save(export(calibrated), str(path))
     return paths

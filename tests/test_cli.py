@@ -303,6 +303,24 @@ def test_quantize_json_then_inspect_json_shows_borders(tiny_path, tmp_path):
     assert [block["layer_names"] for block in blocks] == [["c0"], ["c1", "c2"], ["fc"]]
 
 
+def test_int4_weights_flag_packs_four_bit_weights(tiny_path, tmp_path):
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.random.default_rng(0).normal(size=(8, 3, 8, 8)).astype(np.float32))
+    outputs = {}
+    for flag in ("--no-int4-weights", "--int4-weights"):
+        outputs[flag] = tmp_path / f"tiny{flag}.onnx"
+        result = invoke("quantize", tiny_path, "--calib", calib, "-o", outputs[flag], "--method", "rtn", flag)
+        assert result.exit_code == 0, result.output
+    packed = onnx.load(str(outputs["--int4-weights"]))
+    four_bit = sorted(t.name for t in packed.graph.initializer if t.data_type == TensorProto.INT4)
+    assert four_bit == ["c1.weight_quantized.int4", "c2.weight_quantized.int4"]  # c0 and fc keep 8 bits
+    assert next(o.version for o in packed.opset_import if o.domain == "") == 21
+    reports = [json.loads(invoke("inspect", outputs[flag], "--json").stdout) for flag in outputs]
+    assert reports[0]["layers"] == reports[1]["layers"]
+    assert_one_line_error(invoke("quantize", tiny_path, "--calib", calib, "-o", tmp_path / "w8.onnx", "--w-bits", "8",
+                                 "--int4-weights"), "--int4-weights")
+
+
 def test_ops_path_json():
     result = invoke("ops-path", "--json")
     if result.exit_code == 1:

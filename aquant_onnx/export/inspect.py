@@ -20,6 +20,7 @@ from ..graph.layers import constant_names, is_quantizable
 from ..graph.load import read_model
 from .border import BORDER_COEFFS_SUFFIX, BORDER_ROUND_SUFFIX, BORDER_UNFOLD_SUFFIX
 from .exact import FINE_PIECE_SUFFIX
+from .int4 import unpack_int4_weights
 
 LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # codes and uint8 weights (w − z_w + 128) in, int32 out; the index of the weight input
@@ -117,7 +118,7 @@ def _codes_bits(producers: dict[str, onnx.NodeProto], inits: dict[str, np.ndarra
 
 
 def inspect_model(path: str | os.PathLike) -> ModelReport:
-    model = read_model(path)
+    model = unpack_int4_weights(read_model(path))  # packed four-bit weights read as the layers get them
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     producers = {out: node for node in model.graph.node for out in node.output}
     metadata = {p.key: p.value for p in model.metadata_props}

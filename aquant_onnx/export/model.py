@@ -14,6 +14,7 @@ from ..errors import ExportError
 from ..graph import external
 from .border import quantize_layer_with_border
 from .exact import quantize_float_input_layer, splits_float_input
+from .int4 import pack_int4_weights, with_int4_opset
 from .params import QuantizedModelParams
 from .qdq import quantize_activation, quantize_bias, quantize_weight
 
@@ -59,16 +60,18 @@ def export_model(
     weight_names: dict[str, str],
     border_op: str = "custom",
     conv_integer: bool = True,
+    int4_weights: bool = False,
 ) -> onnx.ModelProto:
     """Rewrite ``model`` (the canonical float graph) with the learned ``params``.
 
     ``weight_names`` maps each quantized node name to the name of its weight tensor;
-    ``border_op`` and ``conv_integer`` are :class:`aquant_onnx.config.ExportConfig`'s fields.
-    Returns a checked ModelProto with ir_version <= 10 and the metadata in ``params``.
+    ``border_op``, ``conv_integer`` and ``int4_weights`` are :class:`aquant_onnx.config.ExportConfig`'s
+    fields. Returns a checked ModelProto with ir_version <= 10 and the metadata in ``params``.
     """
     # A copy, as graphsurgeon shares opset_import with its source; without the large weights,
     # as it copies tensors through serialization (> 2 GiB models). They come back at the end.
-    graph = gs.import_onnx(external.skeleton(model))
+    source = external.skeleton(model)
+    graph = gs.import_onnx(with_int4_opset(source) if int4_weights else source)
     nodes = {node.name: node for node in graph.nodes}
     # Float-input layers get the exact form only where the rest of the model is exact too.
     exact_model = any(layer.border is not None for layer in params.layers.values())
@@ -95,6 +98,8 @@ def export_model(
     graph.cleanup().toposort()
     exported = external.restore_weights(gs.export_onnx(graph, do_type_check=False), model)
     exported.ir_version = min(max(model.ir_version, MIN_IR_VERSION), MAX_IR_VERSION)
+    if int4_weights:
+        pack_int4_weights(exported)
     exported.producer_name = "aquant-onnx"
     del exported.metadata_props[:]
     for key, value in {**{p.key: p.value for p in model.metadata_props}, **params.metadata}.items():

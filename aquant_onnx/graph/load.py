@@ -91,6 +91,12 @@ def read_model(source: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.Mode
     return model
 
 
+def convert_opset(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
+    """``model`` converted to ``version`` of the default domain by ``onnx.version_converter``, its
+    weights carried over without serializing them (> 2 GiB models); the converter's errors propagate."""
+    return restore_weights(onnx.version_converter.convert_version(skeleton(model), version), model)
+
+
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return text[0].rstrip(".") if text else type(exc).__name__
@@ -120,12 +126,12 @@ def load_model(source: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.Mode
     if opset < TARGET_OPSET:
         logger.warning("converting the model from opset %d to %d", opset, TARGET_OPSET)
         try:
-            converted = onnx.version_converter.convert_version(skeleton(model), TARGET_OPSET)
+            converted = convert_opset(model, TARGET_OPSET)
         except Exception as exc:  # the converter raises bare RuntimeErrors of many kinds
             raise UnsupportedModelError(
                 f"The model uses opset {opset} and could not be converted to opset {TARGET_OPSET}: {_first_line(exc)}."
             ) from None
-        model = restore_weights(converted, model)
+        model = converted
     name_nodes(model)
     constants_to_initializers(model)
     fold_batchnorm(model)

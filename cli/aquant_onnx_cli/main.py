@@ -274,6 +274,9 @@ def _quant_config(params: dict[str, Any], extra: dict[str, Any]) -> QuantConfig:
               help="AQuant: run 1x1 integer-form convs as ConvInteger and the im2col form's column products as "
                    "MatMulInteger on the codes, 1.5-2.7x faster on ONNX Runtime's CPU EP; use --no-conv-integer for "
                    "the CUDA EP, which has no uint8 kernels for them [default: on].")
+@click.option("--int4-weights/--no-int4-weights", "int4_weights", default=None,
+              help="Store weights of 4 bits or fewer as INT4/UINT4, two a byte (ONNX Runtime unpacks them when it "
+                   "loads the model; same outputs); the model is converted to opset 21 for it [default: off, int8].")
 @click.option("--preset", type=click.Choice(["imagenet", "inception", "efficientnet-lite", "cifar10"]), default=None,
               help="Image preprocessing preset [default: the model's stored preprocessing].")
 @click.option("--size", type=int, default=None, help="Input size (crop) in pixels [default: from the preset].")
