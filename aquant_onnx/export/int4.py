@@ -53,9 +53,9 @@ def with_int4_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     return converted
 
 
-def pack_int4_weights(model: onnx.ModelProto) -> int:
-    """Store ``model``'s four-bit integer weights packed (module docstring), in place; returns
-    how many were packed. Precondition: opset ≥ :data:`INT4_OPSET` (:func:`with_int4_opset`)."""
+def pack_int4_weights(model: onnx.ModelProto) -> None:
+    """Store ``model``'s four-bit integer weights packed (module docstring), in place.
+    Precondition: opset ≥ :data:`INT4_OPSET` (:func:`with_int4_opset`)."""
     graph = model.graph
     unpack_nodes: list[onnx.NodeProto] = []
     kept: list[onnx.TensorProto] = []
@@ -74,7 +74,6 @@ def pack_int4_weights(model: onnx.ModelProto) -> int:
     del graph.node[:]
     graph.node.extend(unpack_nodes + nodes)  # they read initializers only: first is topological
     model.ir_version = max(model.ir_version, INT4_IR_VERSION)
-    return sum(node.name.endswith(UNPACK_SUFFIX) for node in unpack_nodes)
 
 
 def unpack_int4_weights(model: onnx.ModelProto) -> onnx.ModelProto:
