@@ -23,14 +23,15 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import ExportError
-from ..graph.load import convert_opset, default_opset
+from ..graph.load import convert_opset, default_opset, first_line
 
 INT4_OPSET = 21
 INT4_IR_VERSION = 10
 WEIGHT_SUFFIX = ".weight_quantized"  # the exporter's integer weight initializers
 PACKED_SUFFIXES = (".int4", ".uint4")
 BASE_SUFFIX = ".base"
-UNPACK_SUFFIX = ".unpack"  # names of the unpacking nodes: <weight>.unpack[_widen|_offset]
+UNPACK_SUFFIX = ".unpack"  # the unpacking node that writes <weight>; the offset form's others add these:
+UNPACK_STEPS = ("_widen", "_offset")
 _EIGHT_BIT = {np.dtype(np.int8): TensorProto.INT8, np.dtype(np.uint8): TensorProto.UINT8}
 
 
@@ -47,7 +48,7 @@ def with_int4_opset(model: onnx.ModelProto) -> onnx.ModelProto:
         converted = convert_opset(model, INT4_OPSET)
     except Exception as exc:  # the converter raises bare RuntimeErrors from C++
         raise ExportError(f"--int4-weights needs opset {INT4_OPSET}, and converting the model from opset "
-                          f"{default_opset(model)} failed ({str(exc).splitlines()[0]}); export without "
+                          f"{default_opset(model)} failed ({first_line(exc)}); export without "
                           "--int4-weights.") from None
     converted.ir_version = max(converted.ir_version, INT4_IR_VERSION)
     return converted
@@ -86,6 +87,7 @@ def unpack_int4_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     result.CopyFrom(model)
     graph = result.graph
     inits = {t.name: t for t in graph.initializer}
+    nodes_by_name = {n.name: n for n in graph.node}
     restored, drop = [], set(packed)
     for name, tensor in packed.items():
         weight = name[: -len(next(s for s in PACKED_SUFFIXES if name.endswith(s)))]
@@ -93,14 +95,14 @@ def unpack_int4_weights(model: onnx.ModelProto) -> onnx.ModelProto:
         if weight + BASE_SUFFIX in inits:
             values = values + numpy_helper.to_array(inits[weight + BASE_SUFFIX])
             drop.add(weight + BASE_SUFFIX)
-        narrow = next(n for n in graph.node if n.name == weight + UNPACK_SUFFIX)
+        narrow = nodes_by_name[weight + UNPACK_SUFFIX]
         dtype = helper.tensor_dtype_to_np_dtype(next(a.i for a in narrow.attribute if a.name == "to"))
         restored.append(numpy_helper.from_array(values.astype(dtype), weight))
     kept = [t for t in graph.initializer if t.name not in drop] + restored
     del graph.initializer[:]
     graph.initializer.extend(kept)
-    weights = {t.name for t in restored}
-    nodes = [n for n in graph.node if not any(n.name.startswith(w + UNPACK_SUFFIX) for w in weights)]
+    unpacking = {t.name + UNPACK_SUFFIX + step for t in restored for step in ("", *UNPACK_STEPS)}
+    nodes = [n for n in graph.node if n.name not in unpacking]
     del graph.node[:]
     graph.node.extend(nodes)
     return result
@@ -121,10 +123,9 @@ def _packed(name: str, values: np.ndarray) -> tuple[list[onnx.TensorProto], list
         return None
     offsets = _four_bit_tensor(name + ".uint4", TensorProto.UINT4, values.astype(np.int32) - base)
     base_tensor = numpy_helper.from_array(base, name + BASE_SUFFIX)
-    nodes = [helper.make_node("Cast", [offsets.name], [name + ".widened"], name + UNPACK_SUFFIX + "_widen",
-                              to=TensorProto.INT32),
-             helper.make_node("Add", [name + ".widened", base_tensor.name], [name + ".shifted"],
-                              name + UNPACK_SUFFIX + "_offset"),
+    widen, offset = (name + UNPACK_SUFFIX + step for step in UNPACK_STEPS)
+    nodes = [helper.make_node("Cast", [offsets.name], [name + ".widened"], widen, to=TensorProto.INT32),
+             helper.make_node("Add", [name + ".widened", base_tensor.name], [name + ".shifted"], offset),
              helper.make_node("Cast", [name + ".shifted"], [name], name + UNPACK_SUFFIX, to=narrow_to)]
     return [offsets, base_tensor], nodes
 

@@ -12,6 +12,7 @@ import onnx_graphsurgeon as gs
 
 from ..errors import ExportError
 from ..graph import external
+from ..graph.load import first_line
 from .border import quantize_layer_with_border
 from .exact import quantize_float_input_layer, splits_float_input
 from .int4 import pack_int4_weights, with_int4_opset
@@ -107,7 +108,7 @@ def export_model(
     try:
         external.check_model(exported)  # works above 2 GiB too
     except onnx.checker.ValidationError as exc:
-        raise ExportError(f"The rewritten model fails onnx.checker ({str(exc).splitlines()[0]}); this is a bug.") from None
+        raise ExportError(f"The rewritten model fails onnx.checker ({first_line(exc)}); this is a bug.") from None
     return exported
 
 

@@ -97,7 +97,7 @@ def convert_opset(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
     return restore_weights(onnx.version_converter.convert_version(skeleton(model), version), model)
 
 
-def _first_line(exc: Exception) -> str:
+def first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return text[0].rstrip(".") if text else type(exc).__name__
 
@@ -116,7 +116,7 @@ def load_model(source: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.Mode
     try:
         check_model(model)
     except (onnx.checker.ValidationError, ValueError) as exc:
-        raise UnsupportedModelError(f"The model fails onnx.checker: {_first_line(exc)}.") from None
+        raise UnsupportedModelError(f"The model fails onnx.checker: {first_line(exc)}.") from None
     quantized = sorted({n.op_type for n in model.graph.node if n.op_type in QUANTIZED_OPS})
     if quantized:
         raise UnsupportedModelError(
@@ -129,7 +129,7 @@ def load_model(source: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.Mode
             converted = convert_opset(model, TARGET_OPSET)
         except Exception as exc:  # the converter raises bare RuntimeErrors of many kinds
             raise UnsupportedModelError(
-                f"The model uses opset {opset} and could not be converted to opset {TARGET_OPSET}: {_first_line(exc)}."
+                f"The model uses opset {opset} and could not be converted to opset {TARGET_OPSET}: {first_line(exc)}."
             ) from None
         model = converted
     name_nodes(model)
@@ -138,5 +138,5 @@ def load_model(source: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.Mode
     try:
         inferred = onnx.shape_inference.infer_shapes(skeleton(model), strict_mode=True, data_prop=True)
     except Exception as exc:  # shape inference raises InferenceError or RuntimeError
-        raise UnsupportedModelError(f"ONNX shape inference failed on the model: {_first_line(exc)}.") from None
+        raise UnsupportedModelError(f"ONNX shape inference failed on the model: {first_line(exc)}.") from None
     return restore_weights(inferred, model)
